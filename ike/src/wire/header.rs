@@ -395,7 +395,7 @@ impl HeaderRepr {
 mod tests {
     use super::*;
 
-    /// The header of an `IKE_SA_INIT` request: SPIi set, SPIr zero, SA payload first,
+    /// The header of an `IKE_SA_INIT` request: `SPIi` set, `SPIr` zero, SA payload first,
     /// version 2.0, Initiator flag, message ID 0, length 28 + 4 payload bytes.
     const INIT_REQUEST: [u8; 32] = [
         0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, // SPIi

@@ -109,17 +109,18 @@ fn delete_ns(name: &str) {
 
 /// Runs a command to completion; its stdout on success, else an error with its stderr.
 pub(crate) fn check_output(cmd: &mut Command) -> io::Result<String> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
     let out = cmd
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| error(format!("cannot run {:?}: {e}", cmd.get_program())))?;
+        .map_err(|e| error(format!("cannot run {program}: {e}")))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy()).collect();
         Err(error(format!(
-            "{:?} {:?} failed ({}): {}",
-            cmd.get_program(),
-            cmd.get_args().collect::<Vec<_>>(),
+            "{program} {} failed ({}): {}",
+            args.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )))
@@ -144,7 +145,7 @@ impl Net {
     pub fn new(n: usize) -> io::Result<Self> {
         static CLEAN: Once = Once::new();
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        if n < 2 || n > 250 {
+        if !(2..=250).contains(&n) {
             return Err(error(format!("a net has 2 to 250 hosts, not {n}")));
         }
         CLEAN.call_once(|| {
@@ -166,7 +167,7 @@ impl Net {
             let ns = format!("{base}-h{i}");
             ip(&["netns", "add", &ns])?;
             net.namespaces.push(ns.clone());
-            let index = u8::try_from(i + 1).expect("at most 250 hosts");
+            let index = u8::try_from(i + 1).map_err(|_| error("at most 250 hosts"))?;
             net.hosts.push(Host {
                 name: format!("h{i}"),
                 ns,
@@ -363,10 +364,10 @@ impl Proc {
         Self { child: Some(child) }
     }
 
-    fn child(&mut self) -> &mut Child {
+    fn take(&mut self) -> io::Result<Child> {
         self.child
-            .as_mut()
-            .expect("a Proc holds its child until consumed")
+            .take()
+            .ok_or_else(|| error("the process was already waited for"))
     }
 
     /// Process id.
@@ -374,18 +375,10 @@ impl Proc {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    /// The child itself, e.g. to take its stdout.
-    pub fn inner(&mut self) -> &mut Child {
-        self.child()
-    }
-
     /// Sends `signal`, waits up to `grace` for the process to exit, SIGKILLs it if it has
     /// not, and returns its status and remaining output.
     pub fn stop(mut self, signal: nix::sys::signal::Signal, grace: Duration) -> io::Result<Output> {
-        let mut child = self
-            .child
-            .take()
-            .expect("a Proc holds its child until consumed");
+        let mut child = self.take()?;
         let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
         let _ = nix::sys::signal::kill(pid, signal);
         let deadline = Instant::now() + grace;
@@ -401,15 +394,15 @@ impl Proc {
 
     /// Waits for the process to exit on its own.
     pub fn wait(mut self) -> io::Result<Output> {
-        self.child
-            .take()
-            .expect("a Proc holds its child until consumed")
-            .wait_with_output()
+        self.take()?.wait_with_output()
     }
 
     /// Whether the process has exited, and how.
     pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
-        self.child().try_wait()
+        match self.child.as_mut() {
+            Some(child) => child.try_wait(),
+            None => Err(error("the process was already waited for")),
+        }
     }
 }
 

@@ -37,10 +37,10 @@ pub const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../vm/vm");
 pub const IN_GUEST_ENV: &str = "IKEMESH_IN_VM";
 
 /// How long a guest job may run unless the caller says otherwise.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_mins(5);
 
 /// How long setup (downloads on a fresh machine) and boot may take together.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
+const BOOT_TIMEOUT: Duration = Duration::from_mins(15);
 
 /// Whether this process runs inside the test VM.
 pub fn in_guest() -> bool {
@@ -290,15 +290,20 @@ pub fn guest_test_with_timeout(timeout: Duration, body: impl FnOnce()) {
         .run(&script, timeout)
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     // Relay what the body printed, without the inner libtest's own lines (they would
-    // read as a second test run in the outer summary).
+    // read as a second test run in the outer summary). With --nocapture libtest writes
+    // "test NAME ... " and the body's first line after it on the same line, and the
+    // verdict ("ok") on a line of its own.
+    let prefix = format!("test {name} ... ");
     let relayed: Vec<&str> = out
         .stdout
         .lines()
+        .map(|l| l.strip_prefix(&prefix).unwrap_or(l))
         .filter(|l| {
             !(l.is_empty()
+                || *l == "ok"
+                || *l == "FAILED"
                 || l.starts_with("running ")
-                || l.starts_with("test result:")
-                || l.starts_with(&format!("test {name} ...")))
+                || l.starts_with("test result:"))
         })
         .collect();
     print_relayed(&name, vm.kernel_release(), &relayed);

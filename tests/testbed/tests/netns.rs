@@ -285,7 +285,7 @@ fn helper_hold_a_net() {
     };
     let net = Net::new(2).unwrap();
     let other = Net::new(2).unwrap();
-    let mut names = vec![
+    let mut names = [
         net.namespaces()[0].clone(),
         net.namespaces()[1].clone(),
         other.namespaces()[0].clone(),

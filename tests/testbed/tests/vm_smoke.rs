@@ -6,9 +6,13 @@
 //! The SAs here are installed with `ip xfrm`, in this one test only; the `xfrm` crate
 //! replaces that in its own tests.
 
+// These tests print what they measured, for the suite's output.
+#![allow(clippy::print_stdout)]
+
 use ikemesh_testbed::capture::IPPROTO_ESP;
 use ikemesh_testbed::vm::{self, Vm};
 use ikemesh_testbed::{Host, Net};
+use std::fmt::Write as _;
 use std::io::Read;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -58,9 +62,7 @@ fn a_panicking_guest_body_fails_on_the_host() {
 #[test]
 #[ignore = "helper, run inside the VM by a_panicking_guest_body_fails_on_the_host"]
 fn helper_panics_in_the_guest() {
-    if vm::in_guest() {
-        panic!("deliberate failure in the guest");
-    }
+    assert!(!vm::in_guest(), "deliberate failure in the guest");
 }
 
 const DATAGRAMS: u32 = 20;
@@ -73,7 +75,10 @@ fn random_hex(bytes: usize) -> String {
         .unwrap()
         .read_exact(&mut buf)
         .unwrap();
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    buf.iter().fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    })
 }
 
 /// Installs, on `host`, both SAs of the pair (they are per namespace) and the policies
