@@ -96,22 +96,30 @@ fn commands_and_processes_run_inside_a_host() {
     // A spawned process lives in the host's namespace and dies with its handle.
     let mut proc = h0.spawn(&["sleep", "30"]).unwrap();
     let pid = proc.id();
-    let pids = Command::new("ip")
-        .args(["netns", "pids", h0.ns()])
-        .output()
-        .unwrap();
-    assert!(
+    // `ip netns exec` joins the namespace and then execs sleep: wait for that.
+    let in_ns = || {
+        let pids = Command::new("ip")
+            .args(["netns", "pids", h0.ns()])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&pids.stdout)
             .split_whitespace()
             .any(|p| p == pid.to_string())
-    );
+    };
+    let start = Instant::now();
+    while !in_ns() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "pid {pid} never showed in {}",
+            h0.ns()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert!(proc.try_wait().unwrap().is_none());
-    drop(proc);
+    drop(proc); // kills and reaps
     assert!(
-        !Path::new(&format!("/proc/{pid}")).exists()
-            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .unwrap_or_default()
-                .contains(") Z")
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "pid {pid} outlived its handle"
     );
 }
 
