@@ -182,30 +182,17 @@ impl<T: AsRef<[u8]>> HeaderPacket<T> {
     pub fn check_len(&self) -> Result<()> {
         let available = self.buffer.as_ref().len();
         if available < HEADER_LEN {
-            return Err(Error::Truncated {
-                needed: HEADER_LEN,
-                available,
-            });
+            return Err(Error::Truncated { needed: HEADER_LEN, available });
         }
         let length = self.length() as usize;
         if length < HEADER_LEN {
-            return Err(Error::BadLength {
-                what: "IKE header",
-                length,
-                minimum: HEADER_LEN,
-            });
+            return Err(Error::BadLength { what: "IKE header", length, minimum: HEADER_LEN });
         }
         if length > available {
-            return Err(Error::Truncated {
-                needed: length,
-                available,
-            });
+            return Err(Error::Truncated { needed: length, available });
         }
         if length < available {
-            return Err(Error::TrailingBytes {
-                what: "IKE message",
-                extra: available - length,
-            });
+            return Err(Error::TrailingBytes { what: "IKE message", extra: available - length });
         }
         Ok(())
     }
@@ -256,11 +243,7 @@ impl<T: AsRef<[u8]>> HeaderPacket<T> {
 
     /// Message ID.
     pub fn message_id(&self) -> u32 {
-        u32::from_be_bytes(
-            self.data()[field::MESSAGE_ID]
-                .try_into()
-                .unwrap_or_default(),
-        )
+        u32::from_be_bytes(self.data()[field::MESSAGE_ID].try_into().unwrap_or_default())
     }
 
     /// Length of the whole message, header included.
@@ -413,11 +396,7 @@ mod tests {
             next_payload: PayloadType::SecurityAssociation,
             minor_version: 0,
             exchange_type: ExchangeType::IkeSaInit,
-            flags: Flags {
-                initiator: true,
-                version: false,
-                response: false,
-            },
+            flags: Flags { initiator: true, version: false, response: false },
             message_id: 0,
             payload_len: 4,
         }
@@ -443,10 +422,7 @@ mod tests {
     fn refuses_every_truncation() {
         for len in 0..INIT_REQUEST.len() {
             let err = HeaderPacket::new_checked(&INIT_REQUEST[..len]).unwrap_err();
-            assert!(
-                matches!(err, Error::Truncated { .. }),
-                "length {len}: {err}"
-            );
+            assert!(matches!(err, Error::Truncated { .. }), "length {len}: {err}");
         }
     }
 
@@ -456,10 +432,7 @@ mod tests {
         long.push(0);
         assert_eq!(
             HeaderPacket::new_checked(&long[..]).unwrap_err(),
-            Error::TrailingBytes {
-                what: "IKE message",
-                extra: 1
-            }
+            Error::TrailingBytes { what: "IKE message", extra: 1 }
         );
     }
 
@@ -478,10 +451,7 @@ mod tests {
         let mut bytes = INIT_REQUEST;
         bytes[17] = 0x30;
         let packet = HeaderPacket::new_checked(&bytes[..]).unwrap();
-        assert_eq!(
-            HeaderRepr::parse(&packet).unwrap_err(),
-            Error::UnsupportedMajorVersion(3)
-        );
+        assert_eq!(HeaderRepr::parse(&packet).unwrap_err(), Error::UnsupportedMajorVersion(3));
         bytes[17] = 0x21;
         let packet = HeaderPacket::new_checked(&bytes[..]).unwrap();
         assert_eq!(HeaderRepr::parse(&packet).unwrap().minor_version, 1);
@@ -496,14 +466,7 @@ mod tests {
         let repr = HeaderRepr::parse(&HeaderPacket::new_checked(&bytes[..]).unwrap()).unwrap();
         assert_eq!(repr.next_payload, PayloadType::Unknown(200));
         assert_eq!(repr.exchange_type, ExchangeType::Unknown(99));
-        assert_eq!(
-            repr.flags,
-            Flags {
-                initiator: true,
-                version: true,
-                response: true
-            }
-        );
+        assert_eq!(repr.flags, Flags { initiator: true, version: true, response: true });
         let mut out = vec![0u8; repr.buffer_len()];
         repr.emit(&mut HeaderPacket::new_unchecked(&mut out[..]));
         assert_eq!((out[16], out[18], out[19]), (200, 99, 0x38));
@@ -519,12 +482,7 @@ mod tests {
                 bytes[24..28].copy_from_slice(&(len as u32).to_be_bytes());
                 let packet = HeaderPacket::new_checked(&bytes[..]).unwrap();
                 let _ = HeaderRepr::parse(&packet);
-                let _ = (
-                    packet.spi_i(),
-                    packet.spi_r(),
-                    packet.flags(),
-                    packet.payload(),
-                );
+                let _ = (packet.spi_i(), packet.spi_r(), packet.flags(), packet.payload());
             }
         }
     }

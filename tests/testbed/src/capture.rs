@@ -24,29 +24,15 @@ pub struct Capture {
 
 impl Capture {
     pub(crate) fn start(host: &Host, iface: &str, filter: &str) -> std::io::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("ikemesh-capture")
-            .tempdir()?;
+        let dir = tempfile::Builder::new().prefix("ikemesh-capture").tempdir()?;
         let path = dir.path().join(format!("{}-{iface}.pcap", host.name()));
-        let path_str = path
-            .to_str()
-            .ok_or_else(|| error("capture path is not UTF-8"))?;
+        let path_str = path.to_str().ok_or_else(|| error("capture path is not UTF-8"))?;
         let mut cmd = host.command("tcpdump");
         // --immediate-mode: hand each packet over at once (libpcap otherwise holds them
         // in its ring for up to a second, and loses them at SIGINT); -U: write each
         // packet at once; -Z root: keep the right to write into our private temp dir;
         // -n: no name lookups (nothing leaves the namespace).
-        cmd.args([
-            "-i",
-            iface,
-            "--immediate-mode",
-            "-U",
-            "-n",
-            "-Z",
-            "root",
-            "-w",
-            path_str,
-        ]);
+        cmd.args(["-i", iface, "--immediate-mode", "-U", "-n", "-Z", "root", "-w", path_str]);
         if !filter.is_empty() {
             cmd.arg(filter);
         }
@@ -56,10 +42,7 @@ impl Capture {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| error(format!("cannot start tcpdump (is it installed?): {e}")))?;
-        let stderr = child
-            .stderr
-            .take()
-            .ok_or_else(|| error("tcpdump has no stderr"))?;
+        let stderr = child.stderr.take().ok_or_else(|| error("tcpdump has no stderr"))?;
         let mut proc = Proc::from_child(child);
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -86,12 +69,7 @@ impl Capture {
                 }
             }
         }
-        Ok(Self {
-            proc,
-            path,
-            stderr: rx,
-            _dir: dir,
-        })
+        Ok(Self { proc, path, stderr: rx, _dir: dir })
     }
 
     /// Where the pcap file is being written (it is deleted when the capture drops).
@@ -103,21 +81,14 @@ impl Capture {
     /// that matched its filter (dropped by the kernel, or matched but not written), since
     /// a test could then miss what it looks for.
     pub fn stop(self) -> std::io::Result<Vec<Frame>> {
-        let Capture {
-            proc,
-            path,
-            stderr,
-            _dir,
-        } = self;
+        let Capture { proc, path, stderr, _dir } = self;
         // Packets sent just before this call may still be on their way up to tcpdump.
         std::thread::sleep(Duration::from_millis(200));
         proc.stop(nix::sys::signal::Signal::SIGINT, Duration::from_secs(5))?;
         let (mut captured, mut received, mut dropped) = (None, None, None);
         while let Ok(line) = stderr.recv_timeout(Duration::from_millis(500)) {
-            let count = |suffix: &str| {
-                line.strip_suffix(suffix)
-                    .and_then(|n| n.trim().parse::<u64>().ok())
-            };
+            let count =
+                |suffix: &str| line.strip_suffix(suffix).and_then(|n| n.trim().parse::<u64>().ok());
             captured = captured.or(count(" packets captured"));
             received = received.or(count(" packets received by filter"));
             dropped = dropped.or(count(" packets dropped by kernel"));
@@ -150,10 +121,7 @@ pub fn read_pcap(path: &Path) -> std::io::Result<Vec<Frame>> {
     let mut frames = Vec::new();
     while let Some(packet) = reader.next_packet() {
         let packet = packet.map_err(|e| error(format!("{}: {e}", path.display())))?;
-        frames.push(Frame {
-            data: packet.data.into_owned(),
-            ethernet,
-        });
+        frames.push(Frame { data: packet.data.into_owned(), ethernet });
     }
     Ok(frames)
 }
@@ -191,10 +159,7 @@ impl Frame {
 
     /// Whether the frame carries IPv6.
     pub fn is_ipv6(&self) -> bool {
-        matches!(
-            self.sliced().and_then(|s| s.net),
-            Some(etherparse::NetSlice::Ipv6(_))
-        )
+        matches!(self.sliced().and_then(|s| s.net), Some(etherparse::NetSlice::Ipv6(_)))
     }
 
     /// UDP source and destination ports, if this is a UDP frame.

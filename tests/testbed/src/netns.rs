@@ -31,12 +31,7 @@ fn start_time(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces: count from the
     // last ')'. Field 3 is then the first after it, so field 22 is the 20th.
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// `<pid>-<start>` of this process, the owner tag in every name we create.
@@ -78,10 +73,7 @@ pub fn list_ours() -> io::Result<Vec<String>> {
 
 /// Removes namespaces whose creating process is gone; returns their names.
 pub fn clean_stale() -> io::Result<Vec<String>> {
-    let stale: Vec<String> = list_ours()?
-        .into_iter()
-        .filter(|n| !owner_alive(n))
-        .collect();
+    let stale: Vec<String> = list_ours()?.into_iter().filter(|n| !owner_alive(n)).collect();
     for name in &stale {
         delete_ns(name);
     }
@@ -101,10 +93,7 @@ fn delete_ns(name: &str) {
             }
         }
     }
-    let _ = Command::new("ip")
-        .args(["netns", "delete", name])
-        .stderr(Stdio::null())
-        .status();
+    let _ = Command::new("ip").args(["netns", "delete", name]).stderr(Stdio::null()).status();
 }
 
 /// Runs a command to completion; its stdout on success, else an error with its stderr.
@@ -153,16 +142,9 @@ impl Net {
                 eprintln!("testbed: cannot clean stale namespaces: {e}");
             }
         });
-        let base = format!(
-            "{PREFIX}{}-{}",
-            owner_tag(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let base = format!("{PREFIX}{}-{}", owner_tag(), NEXT.fetch_add(1, Ordering::Relaxed));
         // From here on, `net` owns whatever exists: an error drops it and cleans up.
-        let mut net = Net {
-            hosts: Vec::with_capacity(n),
-            namespaces: Vec::new(),
-        };
+        let mut net = Net { hosts: Vec::with_capacity(n), namespaces: Vec::new() };
         for i in 0..n {
             let ns = format!("{base}-h{i}");
             ip(&["netns", "add", &ns])?;
@@ -177,24 +159,12 @@ impl Net {
         }
         if n == 2 {
             let (a, b) = (&net.hosts[0].ns, &net.hosts[1].ns);
-            ip(&[
-                "-n", a, "link", "add", LINK, "type", "veth", "peer", "name", LINK, "netns", b,
-            ])?;
+            ip(&["-n", a, "link", "add", LINK, "type", "veth", "peer", "name", LINK, "netns", b])?;
         } else {
             let sw = format!("{base}-sw");
             ip(&["netns", "add", &sw])?;
             net.namespaces.push(sw.clone());
-            ip(&[
-                "-n",
-                &sw,
-                "link",
-                "add",
-                "br0",
-                "type",
-                "bridge",
-                "forward_delay",
-                "0",
-            ])?;
+            ip(&["-n", &sw, "link", "add", "br0", "type", "bridge", "forward_delay", "0"])?;
             ip(&["-n", &sw, "link", "set", "br0", "up"])?;
             for (i, host) in net.hosts.iter().enumerate() {
                 let port = format!("p{i}");
@@ -208,26 +178,9 @@ impl Net {
         for host in &net.hosts {
             let ns = host.ns.as_str();
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{}/24", host.ipv4),
-                "dev",
-                LINK,
-            ])?;
+            ip(&["-n", ns, "addr", "add", &format!("{}/24", host.ipv4), "dev", LINK])?;
             // nodad: the address is usable at once instead of after duplicate detection.
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{}/64", host.ipv6),
-                "dev",
-                LINK,
-                "nodad",
-            ])?;
+            ip(&["-n", ns, "addr", "add", &format!("{}/64", host.ipv6), "dev", LINK, "nodad"])?;
             ip(&["-n", ns, "link", "set", LINK, "up"])?;
         }
         Ok(net)
@@ -292,11 +245,7 @@ impl Host {
 
     /// The address of one family: `v6` false for IPv4, true for IPv6.
     pub fn addr(&self, v6: bool) -> IpAddr {
-        if v6 {
-            self.ipv6.into()
-        } else {
-            self.ipv4.into()
-        }
+        if v6 { self.ipv6.into() } else { self.ipv4.into() }
     }
 
     /// A command that runs `program` inside this host.
@@ -365,9 +314,7 @@ impl Proc {
     }
 
     fn take(&mut self) -> io::Result<Child> {
-        self.child
-            .take()
-            .ok_or_else(|| error("the process was already waited for"))
+        self.child.take().ok_or_else(|| error("the process was already waited for"))
     }
 
     /// Process id.

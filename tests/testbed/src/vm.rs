@@ -84,27 +84,19 @@ impl Vm {
     /// if it could not boot, every caller gets the same error.
     pub fn shared() -> Result<&'static Vm, String> {
         static VM: OnceLock<Result<Vm, String>> = OnceLock::new();
-        VM.get_or_init(|| Vm::boot().map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(Clone::clone)
+        VM.get_or_init(|| Vm::boot().map_err(|e| e.to_string())).as_ref().map_err(Clone::clone)
     }
 
     fn boot() -> io::Result<Vm> {
         let started = Instant::now();
-        let setup = Command::new(SCRIPT)
-            .arg("setup")
-            .stdin(Stdio::null())
-            .output()?;
+        let setup = Command::new(SCRIPT).arg("setup").stdin(Stdio::null()).output()?;
         if !setup.status.success() {
             return Err(error(format!(
                 "{SCRIPT} setup failed: {}",
                 String::from_utf8_lossy(&setup.stderr).trim()
             )));
         }
-        let dir = tempfile::Builder::new()
-            .prefix("ikemesh-vm.")
-            .tempdir_in("/tmp")?
-            .keep();
+        let dir = tempfile::Builder::new().prefix("ikemesh-vm.").tempdir_in("/tmp")?.keep();
         let log = fs::File::create(dir.join("serve.log"))?;
         let serve = Command::new(SCRIPT)
             .arg("serve")
@@ -137,10 +129,7 @@ impl Vm {
         }
         vm.modules = fs::read_to_string(vm.dir.join("modules"))?;
         if vm.modules.contains("MISSING") {
-            return Err(error(format!(
-                "the guest kernel lacks required modules:\n{}",
-                vm.modules
-            )));
+            return Err(error(format!("the guest kernel lacks required modules:\n{}", vm.modules)));
         }
         eprintln!(
             "testbed: VM on kernel {} ready after {:.1} s",
@@ -151,10 +140,7 @@ impl Vm {
     }
 
     fn serve_exited(&self) -> io::Result<Option<std::process::ExitStatus>> {
-        self.serve
-            .lock()
-            .map_err(|_| error("VM handle poisoned"))?
-            .try_wait()
+        self.serve.lock().map_err(|_| error("VM handle poisoned"))?.try_wait()
     }
 
     /// The last lines of the runner's and the guest's logs, for error messages.
@@ -164,12 +150,8 @@ impl Vm {
             if let Ok(log) = fs::read_to_string(self.dir.join(name)) {
                 let lines: Vec<&str> = log.lines().collect();
                 let tail = &lines[lines.len().saturating_sub(25)..];
-                let _ = writeln!(
-                    text,
-                    "--- {name} (last {} lines)\n{}",
-                    tail.len(),
-                    tail.join("\n")
-                );
+                let _ =
+                    writeln!(text, "--- {name} (last {} lines)\n{}", tail.len(), tail.join("\n"));
             }
         }
         text
@@ -229,11 +211,7 @@ impl Vm {
             .map_err(|e| error(format!("job {id}: bad exit status file: {e}")))?;
         let read =
             |ext: &str| fs::read_to_string(results.join(format!("{id}.{ext}"))).unwrap_or_default();
-        Ok(GuestOutput {
-            status,
-            stdout: read("out"),
-            stderr: read("err"),
-        })
+        Ok(GuestOutput { status, stdout: read("out"), stderr: read("err") })
     }
 }
 
@@ -286,9 +264,7 @@ pub fn guest_test_with_timeout(timeout: Duration, body: impl FnOnce()) {
         shell_quote(&name)
     );
     let vm = Vm::shared().unwrap_or_else(|e| panic!("cannot boot the test VM: {e}"));
-    let out = vm
-        .run(&script, timeout)
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let out = vm.run(&script, timeout).unwrap_or_else(|e| panic!("{name}: {e}"));
     // Relay what the body printed, without the inner libtest's own lines (they would
     // read as a second test run in the outer summary). With --nocapture libtest writes
     // "test NAME ... " and the body's first line after it on the same line, and the

@@ -22,17 +22,13 @@ fn ns_exists(name: &str) -> bool {
 /// Sends `count` datagrams from host `from` to host `to` and returns how many arrived.
 fn udp_between(net: &Net, from: usize, to: usize, v6: bool, count: u32) -> u32 {
     let (src, dst) = (net.host(from), net.host(to));
-    let sink = dst
-        .enter(|| UdpSocket::bind(SocketAddr::new(dst.addr(v6), 7000)))
-        .unwrap()
-        .unwrap();
+    let sink = dst.enter(|| UdpSocket::bind(SocketAddr::new(dst.addr(v6), 7000))).unwrap().unwrap();
     sink.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let dst_addr = SocketAddr::new(dst.addr(v6), 7000);
     src.enter(|| {
         let sock = UdpSocket::bind(SocketAddr::new(src.addr(v6), 0)).unwrap();
         for i in 0..count {
-            sock.send_to(format!("datagram {i}").as_bytes(), dst_addr)
-                .unwrap();
+            sock.send_to(format!("datagram {i}").as_bytes(), dst_addr).unwrap();
         }
     })
     .unwrap();
@@ -69,11 +65,7 @@ fn a_bridged_net_connects_every_pair() {
         for to in 0..4 {
             if from != to {
                 for v6 in [false, true] {
-                    assert_eq!(
-                        udp_between(&net, from, to, v6, 3),
-                        3,
-                        "{from}->{to} v6={v6}"
-                    );
+                    assert_eq!(udp_between(&net, from, to, v6, 3), 3, "{from}->{to} v6={v6}");
                 }
             }
         }
@@ -84,13 +76,8 @@ fn a_bridged_net_connects_every_pair() {
 fn commands_and_processes_run_inside_a_host() {
     let net = Net::new(2).unwrap();
     let h0 = net.host(0);
-    let addrs = h0
-        .run(&["ip", "-brief", "addr", "show", "dev", "eth0"])
-        .unwrap();
-    assert!(
-        addrs.contains("10.77.0.1/24") && addrs.contains("fd77::1/64"),
-        "{addrs}"
-    );
+    let addrs = h0.run(&["ip", "-brief", "addr", "show", "dev", "eth0"]).unwrap();
+    assert!(addrs.contains("10.77.0.1/24") && addrs.contains("fd77::1/64"), "{addrs}");
     let err = h0.sh("echo oops >&2; exit 4").unwrap_err().to_string();
     assert!(err.contains("oops") && err.contains('4'), "{err}");
     // A spawned process lives in the host's namespace and dies with its handle.
@@ -98,29 +85,17 @@ fn commands_and_processes_run_inside_a_host() {
     let pid = proc.id();
     // `ip netns exec` joins the namespace and then execs sleep: wait for that.
     let in_ns = || {
-        let pids = Command::new("ip")
-            .args(["netns", "pids", h0.ns()])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&pids.stdout)
-            .split_whitespace()
-            .any(|p| p == pid.to_string())
+        let pids = Command::new("ip").args(["netns", "pids", h0.ns()]).output().unwrap();
+        String::from_utf8_lossy(&pids.stdout).split_whitespace().any(|p| p == pid.to_string())
     };
     let start = Instant::now();
     while !in_ns() {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "pid {pid} never showed in {}",
-            h0.ns()
-        );
+        assert!(start.elapsed() < Duration::from_secs(5), "pid {pid} never showed in {}", h0.ns());
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(proc.try_wait().unwrap().is_none());
     drop(proc); // kills and reaps
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
-        "pid {pid} outlived its handle"
-    );
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} outlived its handle");
 }
 
 #[test]
@@ -128,10 +103,7 @@ fn capture_reads_back_what_crossed_the_link() {
     let net = Net::new(2).unwrap();
     let capture = net.host(0).capture("eth0", "udp").unwrap();
     let (h0, h1) = (net.host(0), net.host(1));
-    let sink = h1
-        .enter(|| UdpSocket::bind((h1.ipv4(), 7001)))
-        .unwrap()
-        .unwrap();
+    let sink = h1.enter(|| UdpSocket::bind((h1.ipv4(), 7001))).unwrap().unwrap();
     h0.enter(|| {
         let s = UdpSocket::bind((h0.ipv4(), 0)).unwrap();
         for _ in 0..5 {
@@ -144,20 +116,9 @@ fn capture_reads_back_what_crossed_the_link() {
         sink.recv_from(&mut buf).unwrap();
     }
     let frames = capture.stop().unwrap();
-    let marked: Vec<_> = frames
-        .iter()
-        .filter(|f| f.contains(b"visible-marker-42"))
-        .collect();
-    assert_eq!(
-        marked.len(),
-        5,
-        "the capture sees plaintext when there is some"
-    );
-    assert!(
-        marked
-            .iter()
-            .all(|f| f.udp_ports().map(|p| p.1) == Some(7001) && !f.is_esp())
-    );
+    let marked: Vec<_> = frames.iter().filter(|f| f.contains(b"visible-marker-42")).collect();
+    assert_eq!(marked.len(), 5, "the capture sees plaintext when there is some");
+    assert!(marked.iter().all(|f| f.udp_ports().map(|p| p.1) == Some(7001) && !f.is_esp()));
 }
 
 #[test]
@@ -183,13 +144,7 @@ fn namespaces_are_removed_on_drop_and_on_panic() {
 /// Starts this test binary again, running only the helper `name` with `arg`.
 fn helper(name: &str, arg: &str) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            name,
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", name, "--include-ignored", "--nocapture", "--test-threads=1"])
         .env(HELPER_ENV, arg)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -213,58 +168,38 @@ fn wait_for_file(path: &Path, limit: Duration) -> String {
 
 #[test]
 fn a_run_killed_with_sigkill_is_cleaned_by_the_next() {
-    let _serial = HELPERS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = HELPERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let names_file = dir.path().join("names");
     let mut child = helper("helper_hold_a_net", names_file.to_str().unwrap());
     let text = wait_for_file(&names_file, Duration::from_secs(30));
     let names: Vec<&str> = text.lines().collect();
     assert_eq!(names.len(), 3, "{text}");
-    assert!(
-        names
-            .iter()
-            .all(|n| n.contains(&format!("-{}-", child.id())))
-    );
+    assert!(names.iter().all(|n| n.contains(&format!("-{}-", child.id()))));
 
     child.kill().unwrap(); // SIGKILL: no destructor runs
     child.wait().unwrap();
-    assert!(
-        names.iter().all(|n| ns_exists(n)),
-        "a killed run leaves its namespaces"
-    );
+    assert!(names.iter().all(|n| ns_exists(n)), "a killed run leaves its namespaces");
 
+    // The next run's start-up cleanup removes them. (With two runs at once, the other
+    // run's cleanup may get there first: either way they must be gone.)
     let removed = netns::clean_stale().unwrap();
     for name in &names {
-        assert!(
-            removed.iter().any(|r| r == name),
-            "{name} not in {removed:?}"
-        );
-        assert!(!ns_exists(name));
+        assert!(!ns_exists(name), "{name} survived; cleanup removed {removed:?}");
     }
     // Our own live namespaces are never stale.
     let net = Net::new(2).unwrap();
-    assert!(
-        netns::clean_stale()
-            .unwrap()
-            .iter()
-            .all(|r| !net.namespaces().contains(r))
-    );
+    assert!(netns::clean_stale().unwrap().iter().all(|r| !net.namespaces().contains(r)));
     assert!(net.namespaces().iter().all(|n| ns_exists(n)));
 }
 
 #[test]
 fn concurrent_runs_do_not_collide() {
-    let _serial = HELPERS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = HELPERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let files = [dir.path().join("a"), dir.path().join("b")];
-    let children: Vec<_> = files
-        .iter()
-        .map(|f| helper("helper_busy_nets", f.to_str().unwrap()))
-        .collect();
+    let children: Vec<_> =
+        files.iter().map(|f| helper("helper_busy_nets", f.to_str().unwrap())).collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
         assert!(
@@ -277,10 +212,7 @@ fn concurrent_runs_do_not_collide() {
     let a = std::fs::read_to_string(&files[0]).unwrap();
     let b = std::fs::read_to_string(&files[1]).unwrap();
     assert_eq!(a.lines().count(), 3 * 4, "three nets of four namespaces");
-    assert!(
-        a.lines().all(|n| !b.lines().any(|m| m == n)),
-        "names shared:\n{a}\n{b}"
-    );
+    assert!(a.lines().all(|n| !b.lines().any(|m| m == n)), "names shared:\n{a}\n{b}");
 }
 
 /// Helper process for `a_run_killed_with_sigkill_is_cleaned_by_the_next`: makes a net,
@@ -293,11 +225,8 @@ fn helper_hold_a_net() {
     };
     let net = Net::new(2).unwrap();
     let other = Net::new(2).unwrap();
-    let mut names = [
-        net.namespaces()[0].clone(),
-        net.namespaces()[1].clone(),
-        other.namespaces()[0].clone(),
-    ];
+    let mut names =
+        [net.namespaces()[0].clone(), net.namespaces()[1].clone(), other.namespaces()[0].clone()];
     names.sort();
     std::fs::write(&file, names.join("\n") + "\n").unwrap();
     std::thread::sleep(Duration::from_secs(60));

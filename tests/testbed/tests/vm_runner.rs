@@ -15,10 +15,7 @@ fn one_shot_run_returns_the_guest_commands_status_and_output() {
         Duration::from_secs(120),
     )
     .unwrap();
-    assert_eq!(
-        out.status, 3,
-        "a failing guest command fails on the host\n{out:?}"
-    );
+    assert_eq!(out.status, 3, "a failing guest command fails on the host\n{out:?}");
     assert!(out.stderr.contains("to-stderr"), "{out:?}");
     // It ran on Debian's kernel, not on the host's.
     let guest_kernel = out.stdout.lines().next().unwrap_or_default().to_owned();

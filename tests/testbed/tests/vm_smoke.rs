@@ -20,18 +20,13 @@ use std::time::Duration;
 #[test]
 fn shared_vm_reports_each_jobs_exit_status() {
     let vm = Vm::shared().unwrap();
-    let fail = vm
-        .run("echo before; exit 3", Duration::from_secs(60))
-        .unwrap();
+    let fail = vm.run("echo before; exit 3", Duration::from_secs(60)).unwrap();
     assert_eq!((fail.status, fail.stdout.as_str()), (3, "before\n"));
     let ok = vm.run("uname -r", Duration::from_secs(60)).unwrap();
     assert!(ok.success());
     assert_eq!(ok.stdout.trim(), vm.kernel_release());
     let slow = vm.run("sleep 30", Duration::from_secs(1)).unwrap();
-    assert_eq!(
-        slow.status, 124,
-        "a job over its time limit is killed and says so"
-    );
+    assert_eq!(slow.status, 124, "a job over its time limit is killed and says so");
 }
 
 #[test]
@@ -48,14 +43,8 @@ fn a_panicking_guest_body_fails_on_the_host() {
             Duration::from_secs(60),
         )
         .unwrap();
-    assert_eq!(
-        out.status, 101,
-        "libtest's failure status comes back\n{out:?}"
-    );
-    assert!(
-        out.stdout.contains("deliberate failure in the guest"),
-        "{out:?}"
-    );
+    assert_eq!(out.status, 101, "libtest's failure status comes back\n{out:?}");
+    assert!(out.stdout.contains("deliberate failure in the guest"), "{out:?}");
 }
 
 /// Helper for `a_panicking_guest_body_fails_on_the_host`.
@@ -71,10 +60,7 @@ const MARKER: &[u8] = b"IKEMESH-PLAINTEXT-MARKER";
 
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut buf)
-        .unwrap();
+    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut buf).unwrap();
     buf.iter().fold(String::new(), |mut hex, b| {
         let _ = write!(hex, "{b:02x}");
         hex
@@ -95,56 +81,17 @@ fn install(
     let (me, them) = (host.addr(v6).to_string(), peer.addr(v6).to_string());
     let plen = if v6 { 128 } else { 32 };
     for (src, dst, spi, key) in [(&me, &them, spi_out, key_out), (&them, &me, spi_in, key_in)] {
-        host.run(&[
-            "ip",
-            "xfrm",
-            "state",
-            "add",
-            "src",
-            src,
-            "dst",
-            dst,
-            "proto",
-            "esp",
-            "spi",
-            &format!("0x{spi:08x}"),
-            "reqid",
-            &spi.to_string(),
-            "mode",
-            "transport",
-            "replay-window",
-            "32",
-            "aead",
-            "rfc4106(gcm(aes))",
-            &format!("0x{key}"),
-            "128",
-        ])
+        host.sh(&format!(
+            "ip xfrm state add src {src} dst {dst} proto esp spi 0x{spi:08x} reqid {spi} \
+             mode transport replay-window 32 aead 'rfc4106(gcm(aes))' 0x{key} 128"
+        ))
         .unwrap();
     }
     for (dir, src, dst, spi) in [("out", &me, &them, spi_out), ("in", &them, &me, spi_in)] {
-        host.run(&[
-            "ip",
-            "xfrm",
-            "policy",
-            "add",
-            "src",
-            &format!("{src}/{plen}"),
-            "dst",
-            &format!("{dst}/{plen}"),
-            "dir",
-            dir,
-            "tmpl",
-            "src",
-            src,
-            "dst",
-            dst,
-            "proto",
-            "esp",
-            "reqid",
-            &spi.to_string(),
-            "mode",
-            "transport",
-        ])
+        host.sh(&format!(
+            "ip xfrm policy add src {src}/{plen} dst {dst}/{plen} dir {dir} \
+             tmpl src {src} dst {dst} proto esp reqid {spi} mode transport"
+        ))
         .unwrap();
     }
 }
@@ -152,27 +99,11 @@ fn install(
 /// Bytes and packets of one SA, read from `ip -s xfrm state get`.
 fn sa_counters(host: &Host, src: &str, dst: &str, spi: u32) -> (u64, u64) {
     let text = host
-        .run(&[
-            "ip",
-            "-s",
-            "xfrm",
-            "state",
-            "get",
-            "src",
-            src,
-            "dst",
-            dst,
-            "proto",
-            "esp",
-            "spi",
-            &format!("0x{spi:08x}"),
-        ])
+        .sh(&format!("ip -s xfrm state get src {src} dst {dst} proto esp spi 0x{spi:08x}"))
         .unwrap();
     // "lifetime current:" is followed by "  N(bytes), M(packets)".
-    let current = text
-        .split("lifetime current:")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no counters in:\n{text}"));
+    let current =
+        text.split("lifetime current:").nth(1).unwrap_or_else(|| panic!("no counters in:\n{text}"));
     let mut numbers = current
         .split(|c: char| !c.is_ascii_digit())
         .filter(|s| !s.is_empty())
@@ -222,10 +153,8 @@ fn esp_transport_pair_carries_udp_and_the_link_shows_only_esp() {
         let esp_v4 = frames.iter().filter(|f| f.is_esp() && !f.is_ipv6()).count();
         let esp_v6 = frames.iter().filter(|f| f.is_esp() && f.is_ipv6()).count();
         let plaintext = frames.iter().filter(|f| f.contains(MARKER)).count();
-        let udp_to_port = frames
-            .iter()
-            .filter(|f| f.udp_ports().is_some_and(|p| p.1 == PORT))
-            .count();
+        let udp_to_port =
+            frames.iter().filter(|f| f.udp_ports().is_some_and(|p| p.1 == PORT)).count();
         let mut counters = Vec::new();
         for (v6, base) in [(false, 0x100u32), (true, 0x200u32)] {
             let (ia, ib) = (a.addr(v6).to_string(), b.addr(v6).to_string());
@@ -258,10 +187,7 @@ fn esp_transport_pair_carries_udp_and_the_link_shows_only_esp() {
             "the link carried ESP"
         );
         assert_eq!(plaintext, 0, "the plaintext never crossed the link");
-        assert_eq!(
-            udp_to_port, 0,
-            "no UDP to the service port crossed the link in the clear"
-        );
+        assert_eq!(udp_to_port, 0, "no UDP to the service port crossed the link in the clear");
         for (family, (out_bytes, out_packets), (in_bytes, in_packets)) in counters {
             assert_eq!(out_packets, u64::from(DATAGRAMS), "{family} out packets");
             assert_eq!(in_packets, u64::from(DATAGRAMS), "{family} in packets");
