@@ -1,9 +1,6 @@
 //! The VM runner's one-shot mode: a VM of its own for one command, whose exit status
 //! and output come back to the host as the guest command's own.
 
-// These tests print what they measured, for the suite's output.
-#![allow(clippy::print_stdout)]
-
 use ikemesh_testbed::vm;
 use std::process::Command;
 use std::time::Duration;

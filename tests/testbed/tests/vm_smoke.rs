@@ -6,9 +6,6 @@
 //! The SAs here are installed with `ip xfrm`, in this one test only; the `xfrm` crate
 //! replaces that in its own tests.
 
-// These tests print what they measured, for the suite's output.
-#![allow(clippy::print_stdout)]
-
 use ikemesh_testbed::capture::IPPROTO_ESP;
 use ikemesh_testbed::vm::{self, Vm};
 use ikemesh_testbed::{Host, Net};
