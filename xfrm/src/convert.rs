@@ -210,15 +210,21 @@ pub(crate) fn sa_info(info: &UserSaInfo, nlas: &[XfrmAttrs]) -> Option<SaInfo> {
     if info.id.proto != IPPROTO_ESP {
         return None;
     }
-    let mut algorithm = Vec::new();
-    for a in nlas {
-        match a {
-            XfrmAttrs::EncryptionAlgAead(a) => algorithm.push(name_of(&a.alg_name)),
-            XfrmAttrs::EncryptionAlg(a) | XfrmAttrs::AuthenticationAlg(a) => {
-                algorithm.push(name_of(&a.alg_name));
+    // Encryption first, then integrity. The kernel lists integrity first, and reports
+    // an HMAC both as XFRMA_ALG_AUTH and as XFRMA_ALG_AUTH_TRUNC.
+    let mut algorithm: Vec<String> = Vec::new();
+    for encryption in [true, false] {
+        for a in nlas {
+            let name = match a {
+                XfrmAttrs::EncryptionAlgAead(a) if encryption => name_of(&a.alg_name),
+                XfrmAttrs::EncryptionAlg(a) if encryption => name_of(&a.alg_name),
+                XfrmAttrs::AuthenticationAlg(a) if !encryption => name_of(&a.alg_name),
+                XfrmAttrs::AuthenticationAlgTrunc(a) if !encryption => name_of(&a.alg_name),
+                _ => continue,
+            };
+            if !algorithm.contains(&name) {
+                algorithm.push(name);
             }
-            XfrmAttrs::AuthenticationAlgTrunc(a) => algorithm.push(name_of(&a.alg_name)),
-            _ => {}
         }
     }
     Some(SaInfo {
