@@ -20,6 +20,7 @@
 //!
 //! Options after `--`: `--count N`; `--smoke` (N = 300, for CI: proves the bench runs,
 //! its figures mean little); `--host-only`; `--vm-only`.
+#![allow(clippy::print_stdout)] // the printed report is what a benchmark is for
 
 use ikemesh_testbed::Net;
 use ikemesh_testbed::vm::{self, Vm};
