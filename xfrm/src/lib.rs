@@ -126,28 +126,22 @@ impl Xfrm {
     }
 
     fn modify_sas(&mut self, sas: &[Sa], verb: &str) -> Result<Vec<Result<()>>> {
-        let mut results: Vec<Option<Result<()>>> = Vec::with_capacity(sas.len());
-        let mut requests = Vec::with_capacity(sas.len());
-        for sa in sas {
-            match sa.check() {
-                Ok(()) => {
-                    let msg = convert::sa_modify(sa);
-                    requests.push(if verb == "add" {
-                        (XfrmMessage::AddSa(msg), NLM_F_CREATE | NLM_F_EXCL)
-                    } else {
-                        (XfrmMessage::UpdateSa(msg), 0)
-                    });
-                    results.push(None);
-                }
-                Err(e) => results.push(Some(Err(e))),
+        let checked: Vec<Result<()>> = sas.iter().map(Sa::check).collect();
+        let add = verb == "add";
+        let requests = sas.iter().zip(&checked).filter(|(_, c)| c.is_ok()).map(|(sa, _)| {
+            let msg = convert::sa_modify(sa);
+            if add {
+                (XfrmMessage::AddSa(msg), NLM_F_CREATE | NLM_F_EXCL)
+            } else {
+                (XfrmMessage::UpdateSa(msg), 0)
             }
-        }
+        });
         let mut acks = self.nl.batch(requests)?.into_iter();
         let mut out = Vec::with_capacity(sas.len());
-        for (sa, slot) in sas.iter().zip(results) {
-            out.push(match slot {
-                Some(r) => r,
-                None => match acks.next().unwrap_or(Err(Errno::EIO)) {
+        for (sa, c) in sas.iter().zip(checked) {
+            out.push(match c {
+                Err(e) => Err(e),
+                Ok(()) => match acks.next().unwrap_or(Err(Errno::EIO)) {
                     Ok(()) => Ok(()),
                     Err(errno) => Err(self.sa_error(sa, verb, errno)),
                 },
@@ -163,8 +157,7 @@ impl Xfrm {
 
     /// Deletes many SAs; one result per SA, in order.
     pub fn delete_sas(&mut self, ids: &[SaId]) -> Result<Vec<Result<()>>> {
-        let requests =
-            ids.iter().map(|id| (XfrmMessage::DeleteSa(convert::sa_del_get(id)), 0)).collect();
+        let requests = ids.iter().map(|id| (XfrmMessage::DeleteSa(convert::sa_del_get(id)), 0));
         let acks = self.nl.batch(requests)?;
         Ok(ids
             .iter()
@@ -229,20 +222,15 @@ impl Xfrm {
     }
 
     fn modify_policies(&mut self, policies: &[Policy], add: bool) -> Result<Vec<Result<()>>> {
-        let mut checked = Vec::with_capacity(policies.len());
-        let mut requests = Vec::with_capacity(policies.len());
-        for p in policies {
-            let c = p.check();
-            if c.is_ok() {
-                let msg = convert::policy_modify(p);
-                requests.push(if add {
-                    (XfrmMessage::AddPolicy(msg), NLM_F_CREATE | NLM_F_EXCL)
-                } else {
-                    (XfrmMessage::UpdatePolicy(msg), 0)
-                });
+        let checked: Vec<Result<()>> = policies.iter().map(Policy::check).collect();
+        let requests = policies.iter().zip(&checked).filter(|(_, c)| c.is_ok()).map(|(p, _)| {
+            let msg = convert::policy_modify(p);
+            if add {
+                (XfrmMessage::AddPolicy(msg), NLM_F_CREATE | NLM_F_EXCL)
+            } else {
+                (XfrmMessage::UpdatePolicy(msg), 0)
             }
-            checked.push(c);
-        }
+        });
         let mut acks = self.nl.batch(requests)?.into_iter();
         let verb = if add { "add" } else { "update" };
         Ok(policies
@@ -264,10 +252,8 @@ impl Xfrm {
 
     /// Deletes many policies; one result per policy, in order.
     pub fn delete_policies(&mut self, ids: &[PolicyId]) -> Result<Vec<Result<()>>> {
-        let requests = ids
-            .iter()
-            .map(|id| (XfrmMessage::DeletePolicy(convert::policy_del_get(id)), 0))
-            .collect();
+        let requests =
+            ids.iter().map(|id| (XfrmMessage::DeletePolicy(convert::policy_del_get(id)), 0));
         let acks = self.nl.batch(requests)?;
         Ok(ids
             .iter()

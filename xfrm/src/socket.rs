@@ -130,10 +130,10 @@ impl Netlink {
         let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
         packet.finalize();
         let start = self.out.len();
-        self.out.resize(start + packet.buffer_len(), 0);
-        packet.serialize(&mut self.out[start..]);
+        let len = packet.header.length as usize;
         // Netlink messages are 4-byte aligned within a batch.
-        self.out.resize((self.out.len() + 3) & !3, 0);
+        self.out.resize(start + ((len + 3) & !3), 0);
+        packet.serialize(&mut self.out[start..start + len]);
         self.seq
     }
 
@@ -157,9 +157,13 @@ impl Netlink {
     }
 
     /// Sends every request with `NLM_F_ACK` and returns each one's outcome, in order.
-    pub(crate) fn batch(&mut self, requests: Vec<(XfrmMessage, u16)>) -> Result<Vec<Ack>, Error> {
-        let mut results = Vec::with_capacity(requests.len());
+    /// Requests are serialized as the iterator yields them, a chunk at a time.
+    pub(crate) fn batch(
+        &mut self,
+        requests: impl IntoIterator<Item = (XfrmMessage, u16)>,
+    ) -> Result<Vec<Ack>, Error> {
         let mut requests = requests.into_iter().peekable();
+        let mut results = Vec::with_capacity(requests.size_hint().0);
         while requests.peek().is_some() {
             self.out.clear();
             let first = self.seq.wrapping_add(1).max(1);
