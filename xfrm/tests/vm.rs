@@ -401,3 +401,33 @@ fn the_probe_on_a_stock_kernel_finds_esp_and_gcm() {
         assert!(x.dump_sas().unwrap().is_empty(), "the probe leaves nothing behind");
     });
 }
+
+#[test]
+fn sa_events_arrive_for_adds_updates_and_deletes() {
+    guest_test(|| {
+        let net = Net::new(2).unwrap();
+        let (a, b) = (net.host(0), net.host(1));
+        let mut xa = Xfrm::open_in(&netns(a)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut events = Events::open_in(&netns(a), Groups { acquire: false, expire: false, sa: true, policy: false }).unwrap();
+            let sa = Sa::transport(a.ipv4().into(), b.ipv4().into(), 0x8000, reqid(0x80), gcm(20));
+            xa.add_sa(&sa).unwrap();
+            xa.update_sa(&sa).unwrap();
+            xa.delete_sa(&sa.id()).unwrap();
+            let mut seen = Vec::new();
+            while seen.len() < 3 {
+                let event = tokio::time::timeout(Duration::from_secs(5), events.next()).await
+                    .unwrap_or_else(|_| panic!("only {seen:?}"))
+                    .unwrap();
+                seen.push(event);
+            }
+            println!("xfrm SA events: {:?}", seen.iter().map(|e| match e {
+                Event::SaAdded(_) => "added", Event::SaUpdated(_) => "updated", Event::SaDeleted { .. } => "deleted", _ => "other",
+            }).collect::<Vec<_>>());
+            assert!(matches!(&seen[0], Event::SaAdded(s) if s.id == sa.id() && s.reqid == sa.reqid));
+            assert!(matches!(&seen[1], Event::SaUpdated(s) if s.id == sa.id()));
+            assert!(matches!(&seen[2], Event::SaDeleted { sa: id, reqid: Some(r) } if id.spi == sa.spi && id.dst == sa.dst && *r == sa.reqid));
+        });
+    });
+}
