@@ -47,8 +47,7 @@ pub use probe::Capabilities;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_xfrm::XfrmMessage;
 use nix::errno::Errno;
-use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Result of an XFRM operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -67,17 +66,7 @@ pub struct Flushed {
 /// Calls block briefly (one netlink round trip, or one per 256 entries of a batch).
 pub struct Xfrm {
     nl: socket::Netlink,
-    /// The namespace the handle was opened in, for worker sockets.
-    netns: Option<PathBuf>,
-    /// Extra sockets for large batches, opened on first use.
-    workers: Vec<socket::Netlink>,
 }
-
-/// Batches at least this long are spread over one socket per CPU (at most
-/// [`MAX_SOCKETS`]): the kernel does each entry's work (for an SA, allocating and keying
-/// its cipher) in the sending thread, so the entries are installed in parallel.
-const PARALLEL_MIN: usize = 2 * socket::CHUNK;
-const MAX_SOCKETS: usize = 4;
 
 impl std::fmt::Debug for Xfrm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -96,68 +85,12 @@ fn describe_policy(verb: &str, id: &PolicyId) -> String {
 impl Xfrm {
     /// Opens the XFRM tables of the caller's network namespace.
     pub fn open() -> Result<Self> {
-        Ok(Self { nl: socket::Netlink::open(None)?, netns: None, workers: Vec::new() })
+        Ok(Self { nl: socket::Netlink::open(None)? })
     }
 
     /// Opens the XFRM tables of the network namespace at `netns`.
     pub fn open_in(netns: &Path) -> Result<Self> {
-        Ok(Self {
-            nl: socket::Netlink::open(Some(netns))?,
-            netns: Some(netns.to_path_buf()),
-            workers: Vec::new(),
-        })
-    }
-
-    /// Sends the requests for `items` (built by `build`) and returns each one's outcome,
-    /// in the order of `items`. Long batches are spread over several sockets, split by
-    /// `key` (the entry's kernel ID) so that entries with the same ID stay on one socket
-    /// in their original order, and the kernel sees them exactly as if sent on one.
-    fn send_batch<T: Sync, K: Hash>(
-        &mut self,
-        items: &[T],
-        key: impl Fn(&T) -> K,
-        build: impl Fn(&T) -> (XfrmMessage, u16) + Sync,
-    ) -> Result<Vec<socket::Ack>> {
-        let sockets = std::thread::available_parallelism().map_or(1, usize::from).min(MAX_SOCKETS);
-        if items.len() < PARALLEL_MIN || sockets < 2 {
-            return self.nl.batch(items.iter().map(build));
-        }
-        while self.workers.len() < sockets - 1 {
-            self.workers.push(socket::Netlink::open(self.netns.as_deref())?);
-        }
-        let mut parts: Vec<Vec<usize>> = vec![Vec::new(); sockets];
-        for (i, item) in items.iter().enumerate() {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            key(item).hash(&mut h);
-            parts[(h.finish() % sockets as u64) as usize].push(i);
-        }
-        let build = &build;
-        // `parts` has `sockets` >= 2 entries.
-        let (first, rest) = (&parts[0], &parts[1..]);
-        let outcomes = std::thread::scope(|scope| {
-            let handles: Vec<_> = self
-                .workers
-                .iter_mut()
-                .zip(rest)
-                .map(|(nl, part)| {
-                    scope.spawn(move || nl.batch(part.iter().map(|&i| build(&items[i]))))
-                })
-                .collect();
-            let mut outcomes = vec![self.nl.batch(first.iter().map(|&i| build(&items[i])))];
-            for handle in handles {
-                outcomes.push(handle.join().unwrap_or_else(|_| {
-                    Err(Error::Io(std::io::Error::other("a batch thread panicked")))
-                }));
-            }
-            outcomes
-        });
-        let mut results = vec![Err(Errno::EIO); items.len()];
-        for (part, acks) in parts.iter().zip(outcomes) {
-            for (&i, ack) in part.iter().zip(acks?) {
-                results[i] = ack;
-            }
-        }
-        Ok(results)
+        Ok(Self { nl: socket::Netlink::open(Some(netns))? })
     }
 
     /// Maps an SA add/update failure to the error an operator can act on.
@@ -194,23 +127,16 @@ impl Xfrm {
 
     fn modify_sas(&mut self, sas: &[Sa], verb: &str) -> Result<Vec<Result<()>>> {
         let checked: Vec<Result<()>> = sas.iter().map(Sa::check).collect();
-        let valid: Vec<&Sa> =
-            sas.iter().zip(&checked).filter(|(_, c)| c.is_ok()).map(|(sa, _)| sa).collect();
         let add = verb == "add";
-        let mut acks = self
-            .send_batch(
-                &valid,
-                |sa| sa.id(),
-                |sa| {
-                    let msg = convert::sa_modify(sa);
-                    if add {
-                        (XfrmMessage::AddSa(msg), NLM_F_CREATE | NLM_F_EXCL)
-                    } else {
-                        (XfrmMessage::UpdateSa(msg), 0)
-                    }
-                },
-            )?
-            .into_iter();
+        let requests = sas.iter().zip(&checked).filter(|(_, c)| c.is_ok()).map(|(sa, _)| {
+            let msg = convert::sa_modify(sa);
+            if add {
+                (XfrmMessage::AddSa(msg), NLM_F_CREATE | NLM_F_EXCL)
+            } else {
+                (XfrmMessage::UpdateSa(msg), 0)
+            }
+        });
+        let mut acks = self.nl.batch(requests)?.into_iter();
         let mut out = Vec::with_capacity(sas.len());
         for (sa, c) in sas.iter().zip(checked) {
             out.push(match c {
@@ -231,11 +157,8 @@ impl Xfrm {
 
     /// Deletes many SAs; one result per SA, in order.
     pub fn delete_sas(&mut self, ids: &[SaId]) -> Result<Vec<Result<()>>> {
-        let acks = self.send_batch(
-            ids,
-            |id| *id,
-            |id| (XfrmMessage::DeleteSa(convert::sa_del_get(id)), 0),
-        )?;
+        let requests = ids.iter().map(|id| (XfrmMessage::DeleteSa(convert::sa_del_get(id)), 0));
+        let acks = self.nl.batch(requests)?;
         Ok(ids
             .iter()
             .zip(acks)
@@ -300,22 +223,15 @@ impl Xfrm {
 
     fn modify_policies(&mut self, policies: &[Policy], add: bool) -> Result<Vec<Result<()>>> {
         let checked: Vec<Result<()>> = policies.iter().map(Policy::check).collect();
-        let valid: Vec<&Policy> =
-            policies.iter().zip(&checked).filter(|(_, c)| c.is_ok()).map(|(p, _)| p).collect();
-        let mut acks = self
-            .send_batch(
-                &valid,
-                |p| p.id(),
-                |p| {
-                    let msg = convert::policy_modify(p);
-                    if add {
-                        (XfrmMessage::AddPolicy(msg), NLM_F_CREATE | NLM_F_EXCL)
-                    } else {
-                        (XfrmMessage::UpdatePolicy(msg), 0)
-                    }
-                },
-            )?
-            .into_iter();
+        let requests = policies.iter().zip(&checked).filter(|(_, c)| c.is_ok()).map(|(p, _)| {
+            let msg = convert::policy_modify(p);
+            if add {
+                (XfrmMessage::AddPolicy(msg), NLM_F_CREATE | NLM_F_EXCL)
+            } else {
+                (XfrmMessage::UpdatePolicy(msg), 0)
+            }
+        });
+        let mut acks = self.nl.batch(requests)?.into_iter();
         let verb = if add { "add" } else { "update" };
         Ok(policies
             .iter()
@@ -336,11 +252,9 @@ impl Xfrm {
 
     /// Deletes many policies; one result per policy, in order.
     pub fn delete_policies(&mut self, ids: &[PolicyId]) -> Result<Vec<Result<()>>> {
-        let acks = self.send_batch(
-            ids,
-            |id| *id,
-            |id| (XfrmMessage::DeletePolicy(convert::policy_del_get(id)), 0),
-        )?;
+        let requests =
+            ids.iter().map(|id| (XfrmMessage::DeletePolicy(convert::policy_del_get(id)), 0));
+        let acks = self.nl.batch(requests)?;
         Ok(ids
             .iter()
             .zip(acks)
