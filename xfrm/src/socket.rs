@@ -5,6 +5,11 @@
 //! order and acknowledges each one (`NLM_F_ACK`) with its own sequence number, carrying
 //! on after a failure, so every entry's result is known. Batches are cut into chunks so
 //! that the acknowledgements always fit in the receive buffer.
+//!
+//! Spreading a batch over several sockets on several CPUs does not help: the kernel
+//! handles every XFRM netlink message of a namespace under one mutex
+//! (`xfrm_cfg_mutex`, taken in `xfrm_netlink_rcv`). Tried and measured: 10,000 SA
+//! pairs took as long over two sockets as over one.
 
 use crate::Error;
 use netlink_packet_core::{
