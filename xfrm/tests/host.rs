@@ -241,7 +241,7 @@ fn policy_events_arrive() {
         a.sh("ip xfrm policy add src 192.0.2.1/32 dst 192.0.2.2/32 dir fwd").unwrap();
         let mut seen = Vec::new();
         while seen.len() < 4 {
-            let event = tokio::time::timeout(Duration::from_secs(5), events.next()).await
+            let event = tokio::time::timeout(Duration::from_secs(10), events.next()).await
                 .unwrap_or_else(|_| panic!("only {} events: {seen:#?}", seen.len()))
                 .unwrap();
             seen.push(event);

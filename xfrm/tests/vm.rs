@@ -169,7 +169,7 @@ fn level_use_without_an_sa_passes_plaintext_and_asks_for_one() {
             let capture = a.capture("eth0", "udp").unwrap();
             let got = udp(a, b, false, 5003, 10, MARKER);
             let plain = capture.stop().unwrap().iter().filter(|f| f.contains(MARKER)).count();
-            let event = tokio::time::timeout(Duration::from_secs(5), events.next()).await;
+            let event = tokio::time::timeout(Duration::from_secs(10), events.next()).await;
             println!("xfrm level use without SA: {got}/10 arrived, {plain} plaintext frames on the link; {event:?}");
             assert_eq!((got, plain), (10, 10));
             let event = event.expect("an ACQUIRE under use").unwrap();
@@ -194,7 +194,7 @@ fn level_require_without_an_sa_drops_and_asks_for_one() {
             let capture = a.capture("eth0", "udp or esp").unwrap();
             let got = udp(a, b, false, 5004, 5, MARKER);
             let on_link = capture.stop().unwrap().len();
-            let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+            let event = tokio::time::timeout(Duration::from_secs(10), events.next())
                 .await
                 .expect("an ACQUIRE under require")
                 .unwrap();
@@ -417,7 +417,7 @@ fn sa_events_arrive_for_adds_updates_and_deletes() {
             xa.delete_sa(&sa.id()).unwrap();
             let mut seen = Vec::new();
             while seen.len() < 3 {
-                let event = tokio::time::timeout(Duration::from_secs(5), events.next()).await
+                let event = tokio::time::timeout(Duration::from_secs(10), events.next()).await
                     .unwrap_or_else(|_| panic!("only {seen:?}"))
                     .unwrap();
                 seen.push(event);

@@ -84,9 +84,11 @@ impl Capture {
         let Capture { proc, path, stderr, _dir } = self;
         // Packets sent just before this call may still be on their way up to tcpdump.
         std::thread::sleep(Duration::from_millis(200));
-        proc.stop(nix::sys::signal::Signal::SIGINT, Duration::from_secs(5))?;
+        proc.stop(nix::sys::signal::Signal::SIGINT, Duration::from_secs(15))?;
+        // tcpdump has exited, so its stderr pipe is closed: the reader thread sends what
+        // is left and hangs up. (A wait per line would be a race under load.)
         let (mut captured, mut received, mut dropped) = (None, None, None);
-        while let Ok(line) = stderr.recv_timeout(Duration::from_millis(500)) {
+        while let Ok(line) = stderr.recv_timeout(Duration::from_secs(15)) {
             let count =
                 |suffix: &str| line.strip_suffix(suffix).and_then(|n| n.trim().parse::<u64>().ok());
             captured = captured.or(count(" packets captured"));
