@@ -38,6 +38,8 @@ pub struct Groups {
 impl Groups {
     /// All four groups.
     pub const ALL: Groups = Groups { acquire: true, expire: true, sa: true, policy: true };
+    /// No group; start from it: `Groups { expire: true, ..Groups::NONE }`.
+    pub const NONE: Groups = Groups { acquire: false, expire: false, sa: false, policy: false };
 
     fn numbers(self) -> Vec<u32> {
         [

@@ -204,56 +204,58 @@ impl Netlink {
         Ok(results)
     }
 
-    /// Sends one request that the kernel answers with a message (a GET).
-    pub(crate) fn get(
+    /// Sends one request and hands each answer to it (same sequence number) to `take`,
+    /// until `take` returns a result.
+    fn exchange<R>(
         &mut self,
         message: XfrmMessage,
-    ) -> Result<Result<XfrmMessage, Errno>, Error> {
+        flags: u16,
+        mut take: impl FnMut(NetlinkPayload<XfrmMessage>) -> Option<R>,
+    ) -> Result<R, Error> {
         self.out.clear();
-        let seq = self.push(message, NLM_F_REQUEST);
+        let seq = self.push(message, flags | NLM_F_REQUEST);
         self.send_out()?;
         loop {
             self.recv()?;
             for message in messages(&self.inbuf) {
                 let message = message?;
-                if message.header.sequence_number != seq {
-                    continue;
-                }
-                match message.payload {
-                    NetlinkPayload::InnerMessage(reply) => return Ok(Ok(reply)),
-                    NetlinkPayload::Error(e) => {
-                        return Ok(Err(e.code.map_or(Errno::EIO, |c| Errno::from_raw(-c.get()))));
-                    }
-                    _ => {}
+                if message.header.sequence_number == seq
+                    && let Some(result) = take(message.payload)
+                {
+                    return Ok(result);
                 }
             }
         }
     }
 
+    /// Sends one request that the kernel answers with a message (a GET).
+    pub(crate) fn get(
+        &mut self,
+        message: XfrmMessage,
+    ) -> Result<Result<XfrmMessage, Errno>, Error> {
+        self.exchange(message, 0, |payload| match payload {
+            NetlinkPayload::InnerMessage(reply) => Some(Ok(reply)),
+            NetlinkPayload::Error(e) => {
+                Some(Err(e.code.map_or(Errno::EIO, |c| Errno::from_raw(-c.get()))))
+            }
+            _ => None,
+        })
+    }
+
     /// Dumps a table: every message until `NLMSG_DONE`.
     pub(crate) fn dump(&mut self, message: XfrmMessage) -> Result<Vec<XfrmMessage>, Error> {
-        self.out.clear();
-        let seq = self.push(message, NLM_F_REQUEST | NLM_F_DUMP);
-        self.send_out()?;
         let mut entries = Vec::new();
-        loop {
-            self.recv()?;
-            for message in messages(&self.inbuf) {
-                let message = message?;
-                if message.header.sequence_number != seq {
-                    continue;
-                }
-                match message.payload {
-                    NetlinkPayload::InnerMessage(entry) => entries.push(entry),
-                    NetlinkPayload::Done(_) => return Ok(entries),
-                    NetlinkPayload::Error(e) => {
-                        if let Some(code) = e.code {
-                            return Err(Error::from_errno("dump", Errno::from_raw(-code.get())));
-                        }
-                    }
-                    _ => {}
-                }
+        self.exchange(message, NLM_F_DUMP, |payload| match payload {
+            NetlinkPayload::InnerMessage(entry) => {
+                entries.push(entry);
+                None
             }
-        }
+            NetlinkPayload::Done(_) => Some(Ok(())),
+            NetlinkPayload::Error(e) => {
+                e.code.map(|code| Err(Error::from_errno("dump", Errno::from_raw(-code.get()))))
+            }
+            _ => None,
+        })??;
+        Ok(entries)
     }
 }

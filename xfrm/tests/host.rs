@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{PRIORITY, level_of, netns, pair_policies, reqid};
+use common::{PRIORITY, block_on, level_of, netns, pair_policies, reqid};
 use ikemesh_testbed::Net;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -229,11 +229,11 @@ fn keys_never_show_in_debug_output() {
 fn policy_events_arrive() {
     let net = Net::new(2).unwrap();
     let (a, b) = (net.host(0), net.host(1));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
+    block_on(async {
         let mut events = Events::open_in(&netns(a), Groups::ALL).unwrap();
         let mut x = Xfrm::open_in(&netns(a)).unwrap();
-        let [out, _] = pair_policies(a.ipv6().into(), b.ipv6().into(), Level::Use, reqid(1), reqid(2));
+        let [out, _] =
+            pair_policies(a.ipv6().into(), b.ipv6().into(), Level::Use, reqid(1), reqid(2));
         x.add_policy(&out).unwrap();
         x.set_level(&out.id(), Level::Require).unwrap();
         x.delete_policy(&out.id()).unwrap();
@@ -241,15 +241,24 @@ fn policy_events_arrive() {
         a.sh("ip xfrm policy add src 192.0.2.1/32 dst 192.0.2.2/32 dir fwd").unwrap();
         let mut seen = Vec::new();
         while seen.len() < 4 {
-            let event = tokio::time::timeout(Duration::from_secs(10), events.next()).await
+            let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+                .await
                 .unwrap_or_else(|_| panic!("only {} events: {seen:#?}", seen.len()))
                 .unwrap();
             seen.push(event);
         }
         println!("policy events: {seen:?}");
-        assert!(matches!(&seen[0], Event::PolicyAdded(p) if p.id == out.id() && level_of(p.action) == Some(Level::Use)));
-        assert!(matches!(&seen[1], Event::PolicyUpdated(p) if p.id == out.id() && level_of(p.action) == Some(Level::Require)));
-        assert!(matches!(&seen[2], Event::PolicyDeleted { policy, priority: Some(PRIORITY) } if *policy == out.id()));
-        assert!(matches!(&seen[3], Event::PolicyAdded(p) if p.id.dir == Direction::Fwd && !p.is_ours()));
+        assert!(
+            matches!(&seen[0], Event::PolicyAdded(p) if p.id == out.id() && level_of(p.action) == Some(Level::Use))
+        );
+        assert!(
+            matches!(&seen[1], Event::PolicyUpdated(p) if p.id == out.id() && level_of(p.action) == Some(Level::Require))
+        );
+        assert!(
+            matches!(&seen[2], Event::PolicyDeleted { policy, priority: Some(PRIORITY) } if *policy == out.id())
+        );
+        assert!(
+            matches!(&seen[3], Event::PolicyAdded(p) if p.id.dir == Direction::Fwd && !p.is_ours())
+        );
     });
 }

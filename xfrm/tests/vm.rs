@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{level_of, netns, pair_policies, reqid, udp, xfrm_stat};
+use common::{block_on, level_of, netns, pair_policies, reqid, udp, xfrm_stat};
 use ikemesh_testbed::vm::guest_test;
 use ikemesh_testbed::{Host, Net};
 use std::io::Read;
@@ -150,8 +150,7 @@ fn no_sa_setup(net: &Net, level: Level, reqids: (u32, u32)) -> (Xfrm, Xfrm) {
 }
 
 fn acquire_events(host: &Host) -> Events {
-    Events::open_in(&netns(host), Groups { acquire: true, expire: false, sa: false, policy: false })
-        .unwrap()
+    Events::open_in(&netns(host), Groups { acquire: true, ..Groups::NONE }).unwrap()
 }
 
 // The kernel keeps a larval SA for about 30 s after an ACQUIRE and sends no second one
@@ -163,14 +162,15 @@ fn level_use_without_an_sa_passes_plaintext_and_asks_for_one() {
         let net = Net::new(2).unwrap();
         let (a, b) = (net.host(0), net.host(1));
         let _x = no_sa_setup(&net, Level::Use, (reqid(0x41), reqid(0x42)));
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
+        block_on(async {
             let mut events = acquire_events(a);
             let capture = a.capture("eth0", "udp").unwrap();
             let got = udp(a, b, false, 5003, 10, MARKER);
             let plain = capture.stop().unwrap().iter().filter(|f| f.contains(MARKER)).count();
             let event = tokio::time::timeout(Duration::from_secs(10), events.next()).await;
-            println!("xfrm level use without SA: {got}/10 arrived, {plain} plaintext frames on the link; {event:?}");
+            println!(
+                "xfrm level use without SA: {got}/10 arrived, {plain} plaintext frames on the link; {event:?}"
+            );
             assert_eq!((got, plain), (10, 10));
             let event = event.expect("an ACQUIRE under use").unwrap();
             assert!(
@@ -188,8 +188,7 @@ fn level_require_without_an_sa_drops_and_asks_for_one() {
         let (a, b) = (net.host(0), net.host(1));
         let (ia, ib) = (a.ipv4().into(), b.ipv4().into());
         let _x = no_sa_setup(&net, Level::Require, (reqid(0x43), reqid(0x44)));
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
+        block_on(async {
             let mut events = acquire_events(a);
             let capture = a.capture("eth0", "udp or esp").unwrap();
             let got = udp(a, b, false, 5004, 5, MARKER);
@@ -198,12 +197,20 @@ fn level_require_without_an_sa_drops_and_asks_for_one() {
                 .await
                 .expect("an ACQUIRE under require")
                 .unwrap();
-            println!("xfrm level require without SA: {got}/5 arrived, {on_link} UDP/ESP frames on the link; {event:?}");
+            println!(
+                "xfrm level require without SA: {got}/5 arrived, {on_link} UDP/ESP frames on the link; {event:?}"
+            );
             assert_eq!((got, on_link), (0, 0), "nothing flows");
             match event {
                 Event::Acquire { template: Some(t), selector, policy_priority, .. } => {
-                    assert_eq!((t.src, t.dst, t.reqid, t.level), (ia, ib, reqid(0x43), Level::Require));
-                    assert_eq!((selector.src.addr(), selector.dst.addr(), selector.dst_port), (ia, ib, Some(5004)));
+                    assert_eq!(
+                        (t.src, t.dst, t.reqid, t.level),
+                        (ia, ib, reqid(0x43), Level::Require)
+                    );
+                    assert_eq!(
+                        (selector.src.addr(), selector.dst.addr(), selector.dst_port),
+                        (ia, ib, Some(5004))
+                    );
                     assert!(xfrm::is_owned_priority(policy_priority));
                 }
                 other => panic!("expected an ACQUIRE with a template, got {other:?}"),
@@ -218,13 +225,9 @@ fn a_short_soft_lifetime_produces_a_soft_expire_event() {
         let net = Net::new(2).unwrap();
         let (a, b) = (net.host(0), net.host(1));
         let mut xa = Xfrm::open_in(&netns(a)).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            let mut events = Events::open_in(
-                &netns(a),
-                Groups { acquire: false, expire: true, sa: false, policy: false },
-            )
-            .unwrap();
+        block_on(async {
+            let mut events =
+                Events::open_in(&netns(a), Groups { expire: true, ..Groups::NONE }).unwrap();
             let mut sa =
                 Sa::transport(a.ipv6().into(), b.ipv6().into(), 0x5000, reqid(0x50), gcm(20));
             sa.lifetime =
@@ -408,26 +411,39 @@ fn sa_events_arrive_for_adds_updates_and_deletes() {
         let net = Net::new(2).unwrap();
         let (a, b) = (net.host(0), net.host(1));
         let mut xa = Xfrm::open_in(&netns(a)).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            let mut events = Events::open_in(&netns(a), Groups { acquire: false, expire: false, sa: true, policy: false }).unwrap();
+        block_on(async {
+            let mut events =
+                Events::open_in(&netns(a), Groups { sa: true, ..Groups::NONE }).unwrap();
             let sa = Sa::transport(a.ipv4().into(), b.ipv4().into(), 0x8000, reqid(0x80), gcm(20));
             xa.add_sa(&sa).unwrap();
             xa.update_sa(&sa).unwrap();
             xa.delete_sa(&sa.id()).unwrap();
             let mut seen = Vec::new();
             while seen.len() < 3 {
-                let event = tokio::time::timeout(Duration::from_secs(10), events.next()).await
+                let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+                    .await
                     .unwrap_or_else(|_| panic!("only {seen:?}"))
                     .unwrap();
                 seen.push(event);
             }
-            println!("xfrm SA events: {:?}", seen.iter().map(|e| match e {
-                Event::SaAdded(_) => "added", Event::SaUpdated(_) => "updated", Event::SaDeleted { .. } => "deleted", _ => "other",
-            }).collect::<Vec<_>>());
-            assert!(matches!(&seen[0], Event::SaAdded(s) if s.id == sa.id() && s.reqid == sa.reqid));
+            println!(
+                "xfrm SA events: {:?}",
+                seen.iter()
+                    .map(|e| match e {
+                        Event::SaAdded(_) => "added",
+                        Event::SaUpdated(_) => "updated",
+                        Event::SaDeleted { .. } => "deleted",
+                        _ => "other",
+                    })
+                    .collect::<Vec<_>>()
+            );
+            assert!(
+                matches!(&seen[0], Event::SaAdded(s) if s.id == sa.id() && s.reqid == sa.reqid)
+            );
             assert!(matches!(&seen[1], Event::SaUpdated(s) if s.id == sa.id()));
-            assert!(matches!(&seen[2], Event::SaDeleted { sa: id, reqid: Some(r) } if id.spi == sa.spi && id.dst == sa.dst && *r == sa.reqid));
+            assert!(
+                matches!(&seen[2], Event::SaDeleted { sa: id, reqid: Some(r) } if id.spi == sa.spi && id.dst == sa.dst && *r == sa.reqid)
+            );
         });
     });
 }

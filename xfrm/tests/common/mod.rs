@@ -28,33 +28,19 @@ pub fn pair_policies(
     reqid_out: u32,
     reqid_in: u32,
 ) -> [Policy; 2] {
-    let out = Policy {
-        selector: Selector::hosts(me, peer),
-        dir: Direction::Out,
+    let policy = |src, dst, dir, reqid| Policy {
+        selector: Selector::hosts(src, dst),
+        dir,
         priority: PRIORITY,
-        action: Action::Protect(Template {
-            src: me,
-            dst: peer,
-            reqid: reqid_out,
-            mode: Mode::Transport,
-            level,
-        }),
+        action: Action::Protect(Template { src, dst, reqid, mode: Mode::Transport, level }),
         mark: None,
     };
-    let inbound = Policy {
-        selector: Selector::hosts(peer, me),
-        dir: Direction::In,
-        priority: PRIORITY,
-        action: Action::Protect(Template {
-            src: peer,
-            dst: me,
-            reqid: reqid_in,
-            mode: Mode::Transport,
-            level,
-        }),
-        mark: None,
-    };
-    [out, inbound]
+    [policy(me, peer, Direction::Out, reqid_out), policy(peer, me, Direction::In, reqid_in)]
+}
+
+/// Runs `f` to completion on a fresh single-threaded tokio runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
 }
 
 /// The level of a protecting policy.
