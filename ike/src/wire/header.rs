@@ -39,39 +39,9 @@ mod field {
 /// Length of the IKE header in bytes.
 pub const HEADER_LEN: usize = field::LENGTH.end;
 
-macro_rules! code_points {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $value:literal,)* }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name {
-            $($(#[$vmeta])* $variant,)*
-            /// A value this implementation does not know, kept as it was on the wire.
-            Unknown(u8),
-        }
-
-        impl From<u8> for $name {
-            fn from(value: u8) -> Self {
-                match value {
-                    $($value => Self::$variant,)*
-                    other => Self::Unknown(other),
-                }
-            }
-        }
-
-        impl From<$name> for u8 {
-            fn from(value: $name) -> u8 {
-                match value {
-                    $($name::$variant => $value,)*
-                    $name::Unknown(other) => other,
-                }
-            }
-        }
-    };
-}
-
 code_points! {
     /// Exchange types (RFC 7296 section 3.1; IANA "IKEv2 Exchange Types").
-    ExchangeType {
+    ExchangeType: u8 {
         /// `IKE_SA_INIT`: negotiates algorithms, exchanges nonces and DH values.
         IkeSaInit = 34,
         /// `IKE_AUTH`: authenticates both peers and creates the first child SA.
@@ -85,7 +55,7 @@ code_points! {
 
 code_points! {
     /// Payload types (RFC 7296 section 3.2; RFC 7383 for `SKF`).
-    PayloadType {
+    PayloadType: u8 {
         /// No next payload.
         NoNextPayload = 0,
         /// Security Association.
