@@ -258,7 +258,7 @@ mod tests {
     use super::*;
     use crate::wire::tests::check_body;
 
-    /// One IKE proposal: ENCR_AES_GCM_16 (20) with a 256-bit key, PRF_HMAC_SHA2_256 (5),
+    /// One IKE proposal: `ENCR_AES_GCM_16` (20) with a 256-bit key, `PRF_HMAC_SHA2_256` (5),
     /// D-H group 31; then one ESP proposal with SPI 0x01020304, AES-GCM-16 128-bit, ESN 0.
     const BYTES: &[u8] = &[
         2, 0, 0, 36, 1, 1, 0,
