@@ -9,3 +9,8 @@
 //! `SK_ar`, `SK_ei`, `SK_er`, `SK_pi`, `SK_pr` (section 2.14), child `KEYMAT`
 //! (section 2.17), and SK payload protection with AES-GCM (RFC 5282) and
 //! AES-CBC + HMAC-SHA2-256-128.
+
+pub mod keys;
+pub mod prf;
+
+pub use prf::{Prf, Secret};
