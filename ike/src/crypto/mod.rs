@@ -13,6 +13,7 @@
 pub mod dh;
 pub mod keys;
 pub mod prf;
+pub mod sk;
 
 pub use prf::{Prf, Secret};
 
