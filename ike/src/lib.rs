@@ -13,6 +13,7 @@
 //!   `Signer`, `Verifier`): DH groups, PRFs, SK protection, `prf+`, key derivation.
 //! - [`exchange`]: one module per exchange (`IKE_SA_INIT`, `IKE_AUTH`,
 //!   `CREATE_CHILD_SA`, `INFORMATIONAL`), each with build/process for both roles.
+//! - [`proposal`]: what we offer and how a responder chooses (section 2.7).
 //! - [`sa`]: the IKE SA state machine that drives the exchanges: message IDs,
 //!   retransmissions, the responder's cache, and timers.
 //!
@@ -21,5 +22,6 @@
 
 pub mod crypto;
 pub mod exchange;
+pub mod proposal;
 pub mod sa;
 pub mod wire;
