@@ -10,6 +10,7 @@
 //! (section 2.17), and SK payload protection with AES-GCM (RFC 5282) and
 //! AES-CBC + HMAC-SHA2-256-128.
 
+pub mod auth;
 pub mod dh;
 pub mod keys;
 pub mod prf;
