@@ -1,9 +1,850 @@
 //! The IKE SA state machine (RFC 7296 sections 2.1 to 2.4 and 2.8).
 //!
-//! One value per IKE SA, driven by the caller through `handle(now, datagram)`,
-//! `handle_timeout(now)`, `poll_transmit()`, `poll_timeout()` and `poll()`. It keeps the
-//! message IDs of our requests and of the peer's separately, caches the last response so
-//! a retransmitted request gets the same bytes back, retransmits our requests with
-//! exponential backoff (4 s base, x1.8 per try, 5 tries by default) and gives up after
-//! the last, and hands colliding rekeys to the active exchange (section 2.8.1). Its
-//! states are an enum whose handlers consume the state and return the next one.
+//! One value per IKE SA. The caller feeds it datagrams ([`IkeSa::handle`]) and takes
+//! datagrams to send ([`IkeSa::poll_transmit`]) and events ([`IkeSa::poll_event`]) out;
+//! randomness comes from the caller's [`Random`]. Its states are an enum whose handlers
+//! consume the state and return the next one.
+//!
+//! This step of the implementation covers the initial exchanges (`IKE_SA_INIT` with
+//! the `INVALID_KE_PAYLOAD` retry, and `IKE_AUTH` with the first child SA). Still to
+//! come, each with its own tests: retransmission with backoff and the responder's
+//! response cache (section 2.1), cookies (2.6), `CREATE_CHILD_SA` with rekeys and
+//! collision handling (2.8), and `INFORMATIONAL` deletes and liveness checks (1.4).
+
+use crate::crypto::auth::{SigAlg, Signer, Verifier};
+use crate::crypto::dh::{Group, KeyPair};
+use crate::crypto::keys::{IkeKeys, ike_keys, skeyseed};
+use crate::crypto::sk::{SkKeys, open, seal};
+use crate::crypto::{Random, Secret};
+use crate::exchange::ike_auth::{self, AuthContext};
+use crate::exchange::ike_sa_init::{self, Answer, Outcome};
+use crate::proposal::{EspAlgorithms, IkeAlgorithms, Policy, ike_proposals};
+use crate::wire::{
+    ExchangeType, Flags, HeaderRepr, Message, Payload, PayloadType, id::IdRepr, notify::NotifyType,
+    ts::TrafficSelector,
+};
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Checks a peer's certificates and identity, and hands back a verifier for its key.
+/// The `ca` crate implements it against the mesh's trust bundle and CRL.
+pub trait PeerAuthenticator: Send + Sync {
+    /// The verifier for the key of the peer that presented `certs` (DER, leaf first)
+    /// under identity `id`, or a one-line reason to refuse it.
+    fn authenticate(&self, id: &IdRepr, certs: &[Vec<u8>]) -> Result<Box<dyn Verifier>, String>;
+}
+
+/// How one side of an IKE SA behaves.
+pub struct Config {
+    /// Algorithms offered (as initiator) and accepted (as responder).
+    pub policy: Policy,
+    /// Our identity.
+    pub local_id: IdRepr,
+    /// Our certificate chain, DER, leaf first.
+    pub certs: Vec<Vec<u8>>,
+    /// Signs our AUTH payloads.
+    pub signer: Arc<dyn Signer + Send + Sync>,
+    /// Checks the peer.
+    pub authenticator: Arc<dyn PeerAuthenticator>,
+    /// Signature algorithms accepted from the peer.
+    pub signature_algorithms: Vec<SigAlg>,
+    /// Our address (the child SA protects traffic between the two hosts).
+    pub local_addr: IpAddr,
+    /// The peer's address.
+    pub remote_addr: IpAddr,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("local_id", &self.local_id)
+            .field("local_addr", &self.local_addr)
+            .field("remote_addr", &self.remote_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    pub(crate) fn local_ts(&self) -> TrafficSelector {
+        TrafficSelector::host(self.local_addr)
+    }
+
+    pub(crate) fn remote_ts(&self) -> TrafficSelector {
+        TrafficSelector::host(self.remote_addr)
+    }
+}
+
+/// A child SA, as the `xfrm` crate needs it to install the pair of ESP SAs.
+pub struct ChildSa {
+    /// SPI of the inbound SA (ours).
+    pub spi_in: u32,
+    /// SPI of the outbound SA (the peer's).
+    pub spi_out: u32,
+    /// AES-GCM key and salt for the inbound SA.
+    pub key_in: Secret,
+    /// AES-GCM key and salt for the outbound SA.
+    pub key_out: Secret,
+    /// Negotiated ESP algorithms.
+    pub algorithms: EspAlgorithms,
+    /// Our side's selector.
+    pub local: TrafficSelector,
+    /// The peer's side's selector.
+    pub remote: TrafficSelector,
+}
+
+impl std::fmt::Debug for ChildSa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildSa")
+            .field("spi_in", &format_args!("{:#010x}", self.spi_in))
+            .field("spi_out", &format_args!("{:#010x}", self.spi_out))
+            .field("algorithms", &self.algorithms)
+            .field("local", &self.local)
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What happened, for the caller.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// The IKE SA is authenticated both ways.
+    IkeUp {
+        /// The peer's identity, as authenticated.
+        peer: IdRepr,
+        /// The negotiated algorithms.
+        algorithms: IkeAlgorithms,
+    },
+    /// A child SA is up: install it.
+    ChildUp(ChildSa),
+    /// The IKE SA stands but the child SA was refused.
+    ChildFailed {
+        /// Why, in one line.
+        reason: String,
+    },
+    /// The IKE SA failed and is gone.
+    Failed {
+        /// Why, in one line.
+        reason: String,
+    },
+}
+
+/// Which end of the IKE SA we are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// We sent the first `IKE_SA_INIT`.
+    Initiator,
+    /// We answered it.
+    Responder,
+}
+
+struct Keys {
+    algorithms: IkeAlgorithms,
+    ike: IkeKeys,
+}
+
+impl Keys {
+    fn derive(
+        algorithms: IkeAlgorithms,
+        kp: &KeyPair,
+        peer_ke: &[u8],
+        (ni, nr): (&[u8], &[u8]),
+        spis: (u64, u64),
+    ) -> Result<Self, String> {
+        let g_ir = kp.agree(peer_ke).map_err(|e| e.to_string())?;
+        let seed = skeyseed(algorithms.prf, ni, nr, &g_ir);
+        let c = algorithms.cipher;
+        let ike =
+            ike_keys(algorithms.prf, &seed, (ni, nr), spis, c.integ_key_len(), c.encr_key_len());
+        Ok(Keys { algorithms, ike })
+    }
+
+    fn sk(&self, initiator_to_responder: bool) -> SkKeys {
+        let (encr, integ) = if initiator_to_responder {
+            (&self.ike.sk_ei, &self.ike.sk_ai)
+        } else {
+            (&self.ike.sk_er, &self.ike.sk_ar)
+        };
+        SkKeys { cipher: self.algorithms.cipher, encr: encr.clone(), integ: integ.clone() }
+    }
+}
+
+enum State {
+    /// Initiator: `IKE_SA_INIT` sent.
+    InitSent { group: Group, kp: KeyPair, ni: Vec<u8>, request: Vec<u8> },
+    /// Initiator: `IKE_AUTH` sent.
+    AuthSent {
+        keys: Keys,
+        ni: Vec<u8>,
+        nr: Vec<u8>,
+        first: Vec<u8>,
+        peer_first: Vec<u8>,
+        child_spi: [u8; 4],
+    },
+    /// Responder: `IKE_SA_INIT` answered.
+    InitAnswered { keys: Keys, ni: Vec<u8>, nr: Vec<u8>, first: Vec<u8>, peer_first: Vec<u8> },
+    /// Both authenticated.
+    Established { keys: Keys },
+    /// Failed; nothing more happens.
+    Dead,
+}
+
+/// One IKE SA.
+pub struct IkeSa {
+    role: Role,
+    cfg: Arc<Config>,
+    spi_i: u64,
+    spi_r: u64,
+    state: State,
+    transmit: VecDeque<Vec<u8>>,
+    events: VecDeque<Event>,
+}
+
+impl std::fmt::Debug for IkeSa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IkeSa")
+            .field("role", &self.role)
+            .field("spi_i", &format_args!("{:016x}", self.spi_i))
+            .field("spi_r", &format_args!("{:016x}", self.spi_r))
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_vec(rng: &mut dyn Random, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rng.fill(&mut v);
+    v
+}
+
+fn random_spi(rng: &mut dyn Random) -> u64 {
+    let mut b = [0u8; 8];
+    // Zero means "unknown" in the header: never use it.
+    while b == [0; 8] {
+        rng.fill(&mut b);
+    }
+    u64::from_be_bytes(b)
+}
+
+fn random_esp_spi(rng: &mut dyn Random) -> [u8; 4] {
+    let mut b = [0u8; 4];
+    // 0-255 are reserved (RFC 4303).
+    while u32::from_be_bytes(b) < 256 {
+        rng.fill(&mut b);
+    }
+    b
+}
+
+/// Nonce length: twice the strength of our strongest PRF's key, within RFC 7296's bounds.
+const NONCE_LEN: usize = 32;
+
+impl IkeSa {
+    /// Starts an IKE SA as initiator: the `IKE_SA_INIT` request is ready to send, with a
+    /// KE for our first group.
+    pub fn initiate(cfg: Arc<Config>, rng: &mut dyn Random) -> Self {
+        let spi_i = random_spi(rng);
+        let group = cfg.policy.groups.first().copied().unwrap_or(Group::Curve25519);
+        let mut sa = IkeSa {
+            role: Role::Initiator,
+            cfg,
+            spi_i,
+            spi_r: 0,
+            state: State::Dead,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        sa.state = sa.send_init(group, rng);
+        sa
+    }
+
+    fn send_init(&mut self, group: Group, rng: &mut dyn Random) -> State {
+        let kp = KeyPair::generate(group, rng);
+        let ni = random_vec(rng, NONCE_LEN);
+        let p = &self.cfg.policy;
+        let offer = ike_proposals(&p.ciphers, &p.prfs, &p.groups, &[]);
+        let request = ike_sa_init::request(self.spi_i, &offer, &kp, &ni, None);
+        self.transmit.push_back(request.clone());
+        State::InitSent { group, kp, ni, request }
+    }
+
+    /// Answers an `IKE_SA_INIT` request as responder. Returns the new SA (with its
+    /// response ready to send), or `None` when the datagram is dropped; a refusal that
+    /// keeps no state (`NO_PROPOSAL_CHOSEN`, `INVALID_KE_PAYLOAD`) is returned in the
+    /// second element.
+    pub fn respond(
+        cfg: Arc<Config>,
+        datagram: &[u8],
+        rng: &mut dyn Random,
+    ) -> (Option<Self>, Option<Vec<u8>>) {
+        let Ok(msg) = Message::parse(datagram) else { return (None, None) };
+        match ike_sa_init::process_request(&cfg.policy, &msg) {
+            None => (None, None),
+            Some(Answer::Refuse(kind, data)) => {
+                (None, Some(ike_sa_init::refusal(msg.header.spi_i, kind, data)))
+            }
+            Some(Answer::Accept { algorithms, chosen, ke, ni }) => {
+                let spi_r = random_spi(rng);
+                let kp = KeyPair::generate(algorithms.group, rng);
+                let nr = random_vec(rng, NONCE_LEN);
+                let spis = (msg.header.spi_i, spi_r);
+                let Ok(keys) = Keys::derive(algorithms, &kp, &ke, (&ni, &nr), spis) else {
+                    return (
+                        None,
+                        Some(ike_sa_init::refusal(
+                            msg.header.spi_i,
+                            NotifyType::InvalidKePayload,
+                            algorithms.group.id().to_be_bytes().to_vec(),
+                        )),
+                    );
+                };
+                let response = ike_sa_init::response(spis.0, spi_r, &chosen, &kp, &nr);
+                let mut sa = IkeSa {
+                    role: Role::Responder,
+                    cfg,
+                    spi_i: spis.0,
+                    spi_r,
+                    state: State::InitAnswered {
+                        keys,
+                        ni,
+                        nr,
+                        first: response.clone(),
+                        peer_first: datagram.to_vec(),
+                    },
+                    transmit: VecDeque::new(),
+                    events: VecDeque::new(),
+                };
+                sa.transmit.push_back(response);
+                (Some(sa), None)
+            }
+        }
+    }
+
+    /// Our role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The initiator's and responder's SPIs.
+    pub fn spis(&self) -> (u64, u64) {
+        (self.spi_i, self.spi_r)
+    }
+
+    /// Whether the IKE SA is established.
+    pub fn is_established(&self) -> bool {
+        matches!(self.state, State::Established { .. })
+    }
+
+    /// The negotiated algorithms, once established.
+    pub fn algorithms(&self) -> Option<IkeAlgorithms> {
+        match &self.state {
+            State::Established { keys } => Some(keys.algorithms),
+            _ => None,
+        }
+    }
+
+    /// Next datagram to send to the peer.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.transmit.pop_front()
+    }
+
+    /// Next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn fail(&mut self, reason: String) -> State {
+        self.events.push_back(Event::Failed { reason });
+        State::Dead
+    }
+
+    fn header(&self, exchange: ExchangeType, message_id: u32, response: bool) -> HeaderRepr {
+        HeaderRepr {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            next_payload: PayloadType::NoNextPayload,
+            minor_version: 0,
+            exchange_type: exchange,
+            flags: Flags { initiator: self.role == Role::Initiator, version: false, response },
+            message_id,
+            payload_len: 0,
+        }
+    }
+
+    /// Feeds a datagram from the peer. Datagrams that are not for this SA, malformed, or
+    /// fail their integrity check are dropped (section 2.21: no answer to an
+    /// unauthenticated message).
+    pub fn handle(&mut self, datagram: &[u8], rng: &mut dyn Random) {
+        let state = std::mem::replace(&mut self.state, State::Dead);
+        self.state = match state {
+            State::InitSent { group, kp, ni, request } => {
+                self.on_init_response(datagram, rng, (group, kp, ni, request))
+            }
+            State::AuthSent { keys, ni, nr, first, peer_first, child_spi } => self
+                .on_auth_response(
+                    datagram,
+                    State::AuthSent { keys, ni, nr, first, peer_first, child_spi },
+                ),
+            State::InitAnswered { keys, ni, nr, first, peer_first } => self.on_auth_request(
+                datagram,
+                rng,
+                State::InitAnswered { keys, ni, nr, first, peer_first },
+            ),
+            other => other,
+        };
+    }
+
+    fn on_init_response(
+        &mut self,
+        datagram: &[u8],
+        rng: &mut dyn Random,
+        (group, kp, ni, request): (Group, KeyPair, Vec<u8>, Vec<u8>),
+    ) -> State {
+        let Ok(msg) = Message::parse(datagram) else {
+            return State::InitSent { group, kp, ni, request };
+        };
+        let h = &msg.header;
+        if h.spi_i != self.spi_i
+            || !h.flags.response
+            || h.flags.initiator
+            || h.exchange_type != ExchangeType::IkeSaInit
+            || h.message_id != 0
+        {
+            return State::InitSent { group, kp, ni, request };
+        }
+        match ike_sa_init::process_response(&self.cfg.policy, group, &msg) {
+            Outcome::RetryWithGroup(g) => self.send_init(g, rng),
+            Outcome::Failed(reason) => self.fail(reason),
+            Outcome::Accepted { algorithms, spi_r, ke, nr } => {
+                self.spi_r = spi_r;
+                let keys = match Keys::derive(algorithms, &kp, &ke, (&ni, &nr), (self.spi_i, spi_r))
+                {
+                    Ok(k) => k,
+                    Err(reason) => return self.fail(format!("IKE_SA_INIT: {reason}")),
+                };
+                let child_spi = random_esp_spi(rng);
+                let ctx = AuthContext {
+                    prf: algorithms.prf,
+                    sk_p_own: &keys.ike.sk_pi,
+                    sk_p_peer: &keys.ike.sk_pr,
+                    own_first: &request,
+                    peer_first: datagram,
+                    own_nonce: &ni,
+                    peer_nonce: &nr,
+                };
+                let payloads = ike_auth::request(&self.cfg, &ctx, child_spi);
+                let bytes = seal(
+                    &keys.sk(true),
+                    &self.header(ExchangeType::IkeAuth, 1, false),
+                    &payloads,
+                    rng,
+                );
+                self.transmit.push_back(bytes);
+                State::AuthSent {
+                    keys,
+                    ni,
+                    nr,
+                    first: request,
+                    peer_first: datagram.to_vec(),
+                    child_spi,
+                }
+            }
+        }
+    }
+
+    /// Opens a protected message for this SA of the given exchange, ID and direction.
+    fn open_for(
+        &self,
+        keys: &Keys,
+        datagram: &[u8],
+        exchange: ExchangeType,
+        id: u32,
+        response: bool,
+    ) -> Option<Vec<Payload>> {
+        let from_initiator = self.role == Role::Responder;
+        let opened = open(&keys.sk(from_initiator), datagram).ok()?;
+        let h = &opened.header;
+        (h.spi_i == self.spi_i
+            && h.spi_r == self.spi_r
+            && h.exchange_type == exchange
+            && h.message_id == id
+            && h.flags.response == response
+            && h.flags.initiator == from_initiator)
+            .then_some(opened.payloads)
+    }
+
+    fn on_auth_request(&mut self, datagram: &[u8], rng: &mut dyn Random, state: State) -> State {
+        let State::InitAnswered { keys, ni, nr, first, peer_first } = state else { return state };
+        let Some(payloads) = self.open_for(&keys, datagram, ExchangeType::IkeAuth, 1, false) else {
+            return State::InitAnswered { keys, ni, nr, first, peer_first };
+        };
+        let ctx = AuthContext {
+            prf: keys.algorithms.prf,
+            sk_p_own: &keys.ike.sk_pr,
+            sk_p_peer: &keys.ike.sk_pi,
+            own_first: &first,
+            peer_first: &peer_first,
+            own_nonce: &nr,
+            peer_nonce: &ni,
+        };
+        let child_spi = random_esp_spi(rng);
+        let header = self.header(ExchangeType::IkeAuth, 1, true);
+        match ike_auth::process_request(
+            &self.cfg,
+            &ctx,
+            &payloads,
+            (&keys.ike.sk_d, &ni, &nr),
+            child_spi,
+        ) {
+            Ok(ike_auth::Accepted { response, peer, child }) => {
+                self.transmit.push_back(seal(&keys.sk(false), &header, &response, rng));
+                self.events.push_back(Event::IkeUp { peer, algorithms: keys.algorithms });
+                match child {
+                    Some(c) => self.events.push_back(Event::ChildUp(c)),
+                    None => self.events.push_back(Event::ChildFailed {
+                        reason: "child SA refused (see our response)".into(),
+                    }),
+                }
+                State::Established { keys }
+            }
+            Err(ike_auth::Refused { response, reason }) => {
+                self.transmit.push_back(seal(&keys.sk(false), &header, &response, rng));
+                self.fail(format!("IKE_AUTH: peer not authenticated: {reason}"))
+            }
+        }
+    }
+
+    fn on_auth_response(&mut self, datagram: &[u8], state: State) -> State {
+        let State::AuthSent { keys, ni, nr, first, peer_first, child_spi } = state else {
+            return state;
+        };
+        let Some(payloads) = self.open_for(&keys, datagram, ExchangeType::IkeAuth, 1, true) else {
+            return State::AuthSent { keys, ni, nr, first, peer_first, child_spi };
+        };
+        let ctx = AuthContext {
+            prf: keys.algorithms.prf,
+            sk_p_own: &keys.ike.sk_pi,
+            sk_p_peer: &keys.ike.sk_pr,
+            own_first: &first,
+            peer_first: &peer_first,
+            own_nonce: &ni,
+            peer_nonce: &nr,
+        };
+        match ike_auth::process_response(
+            &self.cfg,
+            &ctx,
+            &payloads,
+            (&keys.ike.sk_d, &ni, &nr),
+            child_spi,
+        ) {
+            Ok((peer, child)) => {
+                self.events.push_back(Event::IkeUp { peer, algorithms: keys.algorithms });
+                match child {
+                    Ok(c) => self.events.push_back(Event::ChildUp(c)),
+                    Err(reason) => self.events.push_back(Event::ChildFailed { reason }),
+                }
+                State::Established { keys }
+            }
+            Err(reason) => self.fail(format!("IKE_AUTH: {reason}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::auth::{EcdsaP256Signer, EcdsaP256Verifier, Ed25519Signer, Ed25519Verifier};
+    use crate::crypto::sk::SkCipher;
+    use crate::crypto::tests::TestRng;
+    use crate::wire::id::IdType;
+
+    /// Test stand-in for the `ca` crate: the "certificate" is the raw public key, and
+    /// the identity must be the one expected.
+    struct RawKeys {
+        expect: IdRepr,
+        ed25519: Option<[u8; 32]>,
+        p256: Option<Vec<u8>>,
+    }
+
+    impl PeerAuthenticator for RawKeys {
+        fn authenticate(
+            &self,
+            id: &IdRepr,
+            certs: &[Vec<u8>],
+        ) -> Result<Box<dyn Verifier>, String> {
+            if *id != self.expect {
+                return Err(format!(
+                    "identity {:?} is not the expected peer",
+                    String::from_utf8_lossy(&id.data)
+                ));
+            }
+            let cert = certs.first().ok_or("no certificate")?;
+            match (&self.ed25519, &self.p256) {
+                (Some(k), _) if cert.as_slice() == k => {
+                    Ok(Box::new(Ed25519Verifier::from_bytes(k).ok_or("bad key")?))
+                }
+                (_, Some(k)) if cert == k => {
+                    Ok(Box::new(EcdsaP256Verifier::from_sec1(k).ok_or("bad key")?))
+                }
+                _ => Err("certificate does not match the peer's key".into()),
+            }
+        }
+    }
+
+    fn fqdn(name: &str) -> IdRepr {
+        IdRepr { id_type: IdType::Fqdn, data: name.as_bytes().to_vec() }
+    }
+
+    struct Side {
+        signer: Arc<dyn Signer + Send + Sync>,
+        cert: Vec<u8>,
+        ed25519: Option<[u8; 32]>,
+        p256: Option<Vec<u8>>,
+    }
+
+    fn side(ecdsa: bool, seed: u8) -> Side {
+        if ecdsa {
+            let s = EcdsaP256Signer::from_bytes(&[seed; 32]).unwrap();
+            let pk = s.public_key();
+            Side { signer: Arc::new(s), cert: pk.clone(), ed25519: None, p256: Some(pk) }
+        } else {
+            let s = Ed25519Signer::from_seed(&[seed; 32]);
+            let pk = s.public_key();
+            Side { signer: Arc::new(s), cert: pk.to_vec(), ed25519: Some(pk), p256: None }
+        }
+    }
+
+    fn config(
+        me: &Side,
+        my_name: &str,
+        peer: &Side,
+        peer_name: &str,
+        policy: Policy,
+        addrs: (&str, &str),
+    ) -> Arc<Config> {
+        Arc::new(Config {
+            policy,
+            local_id: fqdn(my_name),
+            certs: vec![me.cert.clone()],
+            signer: me.signer.clone(),
+            authenticator: Arc::new(RawKeys {
+                expect: fqdn(peer_name),
+                ed25519: peer.ed25519,
+                p256: peer.p256.clone(),
+            }),
+            signature_algorithms: vec![SigAlg::Ed25519, SigAlg::EcdsaP256Sha256],
+            local_addr: addrs.0.parse().unwrap(),
+            remote_addr: addrs.1.parse().unwrap(),
+        })
+    }
+
+    /// Runs the exchanges between a fresh initiator and the responder its first request
+    /// creates, passing every datagram through `tamper`; returns both and the count of
+    /// datagrams exchanged.
+    fn run(
+        i_cfg: Arc<Config>,
+        r_cfg: &Arc<Config>,
+        rng: &mut TestRng,
+        tamper: &mut dyn FnMut(usize, &mut Vec<u8>),
+    ) -> (IkeSa, Option<IkeSa>, usize) {
+        let mut initiator = IkeSa::initiate(i_cfg, rng);
+        let mut responder: Option<IkeSa> = None;
+        let mut count = 0;
+        for _ in 0..20 {
+            let mut moved = false;
+            while let Some(mut d) = initiator.poll_transmit() {
+                tamper(count, &mut d);
+                count += 1;
+                moved = true;
+                if let Some(r) = responder.as_mut() {
+                    r.handle(&d, rng);
+                } else {
+                    let (sa, refusal) = IkeSa::respond(r_cfg.clone(), &d, rng);
+                    responder = sa;
+                    if let Some(mut answer) = refusal {
+                        tamper(count, &mut answer);
+                        count += 1;
+                        initiator.handle(&answer, rng);
+                    }
+                }
+            }
+            if let Some(r) = responder.as_mut() {
+                while let Some(mut d) = r.poll_transmit() {
+                    tamper(count, &mut d);
+                    count += 1;
+                    moved = true;
+                    initiator.handle(&d, rng);
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        (initiator, responder, count)
+    }
+
+    fn events(sa: &mut IkeSa) -> Vec<Event> {
+        std::iter::from_fn(|| sa.poll_event()).collect()
+    }
+
+    fn child(events: &[Event]) -> &ChildSa {
+        events
+            .iter()
+            .find_map(|e| if let Event::ChildUp(c) = e { Some(c) } else { None })
+            .expect("a child SA")
+    }
+
+    #[test]
+    fn every_group_and_signature_algorithm_establishes_ike_and_child_sas() {
+        let mut rng = TestRng::new(11);
+        for group in [Group::Curve25519, Group::Ecp256, Group::Modp2048] {
+            for ecdsa in [false, true] {
+                let (alice, bob) = (side(ecdsa, 1), side(ecdsa, 2));
+                let policy = Policy { groups: vec![group], ..Policy::default() };
+                let i_cfg = config(
+                    &alice,
+                    "a.mesh",
+                    &bob,
+                    "b.mesh",
+                    policy.clone(),
+                    ("10.0.0.1", "10.0.0.2"),
+                );
+                let r_cfg =
+                    config(&bob, "b.mesh", &alice, "a.mesh", policy, ("10.0.0.2", "10.0.0.1"));
+                let (mut init, resp, count) = run(i_cfg, &r_cfg, &mut rng, &mut |_, _| {});
+                let mut resp = resp.expect("responder created");
+                assert_eq!(count, 4, "{group:?}/{ecdsa}: two exchanges");
+                assert!(init.is_established() && resp.is_established(), "{group:?}/{ecdsa}");
+                assert_eq!(init.algorithms().unwrap().group, group);
+                let (ie, re) = (events(&mut init), events(&mut resp));
+                assert!(
+                    matches!(&ie[0], Event::IkeUp { peer, .. } if peer.data == b"b.mesh"),
+                    "{ie:?}"
+                );
+                assert!(
+                    matches!(&re[0], Event::IkeUp { peer, .. } if peer.data == b"a.mesh"),
+                    "{re:?}"
+                );
+                let (ic, rc) = (child(&ie), child(&re));
+                assert_eq!((ic.spi_out, ic.spi_in), (rc.spi_in, rc.spi_out), "SPIs pair up");
+                assert_eq!(
+                    (ic.key_out.as_slice(), ic.key_in.as_slice()),
+                    (rc.key_in.as_slice(), rc.key_out.as_slice()),
+                    "keys pair up"
+                );
+                assert_ne!(ic.key_in.as_slice(), ic.key_out.as_slice());
+                assert_eq!(ic.key_out.len(), 36, "AES-256 key and salt");
+                assert_eq!((ic.local, ic.remote), (rc.remote, rc.local));
+                assert!(ic.algorithms.esn && ic.algorithms.gcm_key_bits == 256);
+            }
+        }
+    }
+
+    #[test]
+    fn a_ke_of_the_wrong_group_is_retried_with_the_group_the_responder_wants() {
+        let mut rng = TestRng::new(12);
+        let (alice, bob) = (side(false, 1), side(false, 2));
+        let i_policy =
+            Policy { groups: vec![Group::Curve25519, Group::Ecp256], ..Policy::default() };
+        let r_policy = Policy { groups: vec![Group::Ecp256], ..Policy::default() };
+        let i_cfg = config(&alice, "a.mesh", &bob, "b.mesh", i_policy, ("10.0.0.1", "10.0.0.2"));
+        let r_cfg = config(&bob, "b.mesh", &alice, "a.mesh", r_policy, ("10.0.0.2", "10.0.0.1"));
+        let mut seen = Vec::new();
+        let (init, resp, count) = run(i_cfg, &r_cfg, &mut rng, &mut |_, d| seen.push(d.clone()));
+        assert!(init.is_established() && resp.unwrap().is_established());
+        assert_eq!(count, 6, "request, INVALID_KE_PAYLOAD, request again, response, IKE_AUTH x2");
+        let refusal = Message::parse(&seen[1]).unwrap();
+        assert!(
+            matches!(&refusal.payloads[0], Payload::Notify(n) if n.kind == NotifyType::InvalidKePayload && n.data == [0, 19])
+        );
+        assert_eq!(init.algorithms().unwrap().group, Group::Ecp256);
+    }
+
+    #[test]
+    fn no_common_proposal_fails_cleanly() {
+        let mut rng = TestRng::new(13);
+        let (alice, bob) = (side(false, 1), side(false, 2));
+        let r_policy = Policy {
+            ciphers: vec![SkCipher::AesCbcHmacSha256 { key_bits: 256 }],
+            ..Policy::default()
+        };
+        let i_cfg =
+            config(&alice, "a.mesh", &bob, "b.mesh", Policy::default(), ("10.0.0.1", "10.0.0.2"));
+        let r_cfg = config(&bob, "b.mesh", &alice, "a.mesh", r_policy, ("10.0.0.2", "10.0.0.1"));
+        let (mut init, resp, _) = run(i_cfg, &r_cfg, &mut rng, &mut |_, _| {});
+        assert!(resp.is_none(), "the responder keeps no state");
+        let ev = events(&mut init);
+        assert!(
+            matches!(&ev[..], [Event::Failed { reason }] if reason.contains("NoProposalChosen")),
+            "{ev:?}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_key_or_identity_ends_in_authentication_failed() {
+        let mut rng = TestRng::new(14);
+        let (alice, bob, mallory) = (side(false, 1), side(false, 2), side(false, 3));
+        // The responder expects a.mesh with a's key; mallory presents itself as a.mesh.
+        let i_cfg =
+            config(&mallory, "a.mesh", &bob, "b.mesh", Policy::default(), ("10.0.0.1", "10.0.0.2"));
+        let r_cfg =
+            config(&bob, "b.mesh", &alice, "a.mesh", Policy::default(), ("10.0.0.2", "10.0.0.1"));
+        let (mut init, resp, _) = run(i_cfg, &r_cfg, &mut rng, &mut |_, _| {});
+        let mut resp = resp.unwrap();
+        let (ie, re) = (events(&mut init), events(&mut resp));
+        assert!(
+            matches!(&re[..], [Event::Failed { reason }] if reason.contains("does not match")),
+            "{re:?}"
+        );
+        assert!(
+            matches!(&ie[..], [Event::Failed { reason }] if reason.contains("AuthenticationFailed")),
+            "{ie:?}"
+        );
+        assert!(!init.is_established() && !resp.is_established());
+        // The initiator refuses a responder that is not who it expects.
+        let i_cfg =
+            config(&alice, "a.mesh", &bob, "c.mesh", Policy::default(), ("10.0.0.1", "10.0.0.2"));
+        let r_cfg =
+            config(&bob, "b.mesh", &alice, "a.mesh", Policy::default(), ("10.0.0.2", "10.0.0.1"));
+        let (mut init, _, _) = run(i_cfg, &r_cfg, &mut rng, &mut |_, _| {});
+        let ie = events(&mut init);
+        assert!(
+            matches!(&ie[..], [Event::Failed { reason }] if reason.contains("not the expected peer")),
+            "{ie:?}"
+        );
+    }
+
+    #[test]
+    fn tampered_datagrams_are_dropped_and_the_real_ones_still_work() {
+        let mut rng = TestRng::new(15);
+        let (alice, bob) = (side(true, 1), side(true, 2));
+        let i_cfg =
+            config(&alice, "a.mesh", &bob, "b.mesh", Policy::default(), ("fd00::1", "fd00::2"));
+        let r_cfg =
+            config(&bob, "b.mesh", &alice, "a.mesh", Policy::default(), ("fd00::2", "fd00::1"));
+        let mut initiator = IkeSa::initiate(i_cfg, &mut rng);
+        let first = initiator.poll_transmit().unwrap();
+        let (r, _) = IkeSa::respond(r_cfg, &first, &mut rng);
+        let mut responder = r.unwrap();
+        let answer = responder.poll_transmit().unwrap();
+        initiator.handle(&answer, &mut rng);
+        let auth = initiator.poll_transmit().unwrap();
+        for i in [30, auth.len() / 2, auth.len() - 1] {
+            let mut forged = auth.clone();
+            forged[i] ^= 0x80;
+            responder.handle(&forged, &mut rng);
+            assert!(responder.poll_transmit().is_none() && !responder.is_established(), "byte {i}");
+        }
+        responder.handle(&auth, &mut rng);
+        let reply = responder.poll_transmit().unwrap();
+        let mut forged = reply.clone();
+        forged[40] ^= 1;
+        initiator.handle(&forged, &mut rng);
+        assert!(!initiator.is_established());
+        initiator.handle(&reply, &mut rng);
+        assert!(initiator.is_established() && responder.is_established());
+        let ie = events(&mut initiator);
+        assert_eq!(child(&ie).local.start, "fd00::1".parse::<IpAddr>().unwrap());
+    }
+}

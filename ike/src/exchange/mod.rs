@@ -4,3 +4,6 @@
 //! request, then process the response; responder: process the request, then build the
 //! response), in the manner of strongSwan's task modules, so that the SA state machine
 //! in [`crate::sa`] only queues exchanges and routes messages to them.
+
+pub mod ike_auth;
+pub mod ike_sa_init;
