@@ -26,6 +26,41 @@ use crate::wire::{
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// When our requests are sent again (RFC 7296 section 2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retransmit {
+    /// Wait before the first retransmission.
+    pub base: Duration,
+    /// Each wait is the previous one times `factor_num / factor_den`.
+    pub factor_num: u32,
+    /// See `factor_num`.
+    pub factor_den: u32,
+    /// Sends in all, the first included; after the last one's wait, the SA is given up.
+    pub tries: u32,
+}
+
+impl Default for Retransmit {
+    /// 4 s, x1.8 per try, 5 sends: strongSwan's defaults (give-up after about 70 s).
+    fn default() -> Self {
+        Self { base: Duration::from_secs(4), factor_num: 9, factor_den: 5, tries: 5 }
+    }
+}
+
+/// Our outstanding request.
+struct Pending {
+    bytes: Vec<u8>,
+    sent: u32,
+    wait: Duration,
+    deadline: Instant,
+}
+
+/// The last request we answered and our answer, for retransmitted requests.
+struct Cached {
+    request: Vec<u8>,
+    response: Vec<u8>,
+}
 
 /// Checks a peer's certificates and identity, and hands back a verifier for its key.
 /// The `ca` crate implements it against the mesh's trust bundle and CRL.
@@ -49,6 +84,8 @@ pub struct Config {
     pub authenticator: Arc<dyn PeerAuthenticator>,
     /// Signature algorithms accepted from the peer.
     pub signature_algorithms: Vec<SigAlg>,
+    /// Retransmission of our requests.
+    pub retransmit: Retransmit,
     /// Our address (the child SA protects traffic between the two hosts).
     pub local_addr: IpAddr,
     /// The peer's address.
@@ -199,6 +236,8 @@ pub struct IkeSa {
     state: State,
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
+    pending: Option<Pending>,
+    cached: Option<Cached>,
 }
 
 impl std::fmt::Debug for IkeSa {
@@ -235,36 +274,94 @@ fn random_esp_spi(rng: &mut dyn Random) -> [u8; 4] {
     b
 }
 
+/// The whole time from the first send to giving up.
+fn total_wait(r: &Retransmit) -> Duration {
+    let mut wait = r.base;
+    let mut total = Duration::ZERO;
+    for _ in 0..r.tries {
+        total += wait;
+        wait = wait * r.factor_num / r.factor_den.max(1);
+    }
+    total
+}
+
 /// Nonce length: twice the strength of our strongest PRF's key, within RFC 7296's bounds.
 const NONCE_LEN: usize = 32;
 
 impl IkeSa {
     /// Starts an IKE SA as initiator: the `IKE_SA_INIT` request is ready to send, with a
     /// KE for our first group.
-    pub fn initiate(cfg: Arc<Config>, rng: &mut dyn Random) -> Self {
+    pub fn initiate(cfg: Arc<Config>, now: Instant, rng: &mut dyn Random) -> Self {
         let spi_i = random_spi(rng);
         let group = cfg.policy.groups.first().copied().unwrap_or(Group::Curve25519);
-        let mut sa = IkeSa {
-            role: Role::Initiator,
-            cfg,
-            spi_i,
-            spi_r: 0,
-            state: State::Dead,
-            transmit: VecDeque::new(),
-            events: VecDeque::new(),
-        };
-        sa.state = sa.send_init(group, rng);
+        let mut sa = IkeSa::new(Role::Initiator, cfg, (spi_i, 0));
+        sa.state = sa.send_init(now, group, rng);
         sa
     }
 
-    fn send_init(&mut self, group: Group, rng: &mut dyn Random) -> State {
+    fn new(role: Role, cfg: Arc<Config>, (spi_i, spi_r): (u64, u64)) -> Self {
+        IkeSa {
+            role,
+            cfg,
+            spi_i,
+            spi_r,
+            state: State::Dead,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            pending: None,
+            cached: None,
+        }
+    }
+
+    fn send_init(&mut self, now: Instant, group: Group, rng: &mut dyn Random) -> State {
         let kp = KeyPair::generate(group, rng);
         let ni = random_vec(rng, NONCE_LEN);
         let p = &self.cfg.policy;
         let offer = ike_proposals(&p.ciphers, &p.prfs, &p.groups, &[]);
         let request = ike_sa_init::request(self.spi_i, &offer, &kp, &ni, None);
-        self.transmit.push_back(request.clone());
+        self.send_request(now, request.clone());
         State::InitSent { group, kp, ni, request }
+    }
+
+    /// Sends a request and arms its retransmission.
+    fn send_request(&mut self, now: Instant, bytes: Vec<u8>) {
+        let wait = self.cfg.retransmit.base;
+        self.transmit.push_back(bytes.clone());
+        self.pending = Some(Pending { bytes, sent: 1, wait, deadline: now + wait });
+    }
+
+    /// Sends a response and keeps it for a retransmitted request.
+    fn send_response(&mut self, request: &[u8], response: Vec<u8>) {
+        self.transmit.push_back(response.clone());
+        self.cached = Some(Cached { request: request.to_vec(), response });
+    }
+
+    /// When [`IkeSa::handle_timeout`] wants to be called next, if at all.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.pending.as_ref().map(|p| p.deadline)
+    }
+
+    /// Lets time pass: retransmits an unanswered request, or gives the SA up after the
+    /// last try.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(p) = self.pending.as_mut() else { return };
+        if now < p.deadline {
+            return;
+        }
+        let r = self.cfg.retransmit;
+        if p.sent >= r.tries {
+            let sent = p.sent;
+            self.state = self.fail(format!(
+                "the peer did not answer ({sent} sends over {} s)",
+                total_wait(&r).as_secs()
+            ));
+            return;
+        }
+        p.sent += 1;
+        p.wait = p.wait * r.factor_num / r.factor_den.max(1);
+        p.deadline = now + p.wait;
+        self.transmit.push_back(p.bytes.clone());
     }
 
     /// Answers an `IKE_SA_INIT` request as responder. Returns the new SA (with its
@@ -298,22 +395,15 @@ impl IkeSa {
                     );
                 };
                 let response = ike_sa_init::response(spis.0, spi_r, &chosen, &kp, &nr);
-                let mut sa = IkeSa {
-                    role: Role::Responder,
-                    cfg,
-                    spi_i: spis.0,
-                    spi_r,
-                    state: State::InitAnswered {
-                        keys,
-                        ni,
-                        nr,
-                        first: response.clone(),
-                        peer_first: datagram.to_vec(),
-                    },
-                    transmit: VecDeque::new(),
-                    events: VecDeque::new(),
+                let mut sa = IkeSa::new(Role::Responder, cfg, (spis.0, spi_r));
+                sa.state = State::InitAnswered {
+                    keys,
+                    ni,
+                    nr,
+                    first: response.clone(),
+                    peer_first: datagram.to_vec(),
                 };
-                sa.transmit.push_back(response);
+                sa.send_response(datagram, response);
                 (Some(sa), None)
             }
         }
@@ -355,6 +445,7 @@ impl IkeSa {
     }
 
     fn fail(&mut self, reason: String) -> State {
+        self.pending = None;
         self.events.push_back(Event::Failed { reason });
         State::Dead
     }
@@ -375,11 +466,20 @@ impl IkeSa {
     /// Feeds a datagram from the peer. Datagrams that are not for this SA, malformed, or
     /// fail their integrity check are dropped (section 2.21: no answer to an
     /// unauthenticated message).
-    pub fn handle(&mut self, datagram: &[u8], rng: &mut dyn Random) {
+    ///
+    /// A request we answered already, received again, gets the same answer again
+    /// (section 2.1), without being processed twice.
+    pub fn handle(&mut self, now: Instant, datagram: &[u8], rng: &mut dyn Random) {
+        if let Some(c) = &self.cached
+            && c.request == datagram
+        {
+            self.transmit.push_back(c.response.clone());
+            return;
+        }
         let state = std::mem::replace(&mut self.state, State::Dead);
         self.state = match state {
             State::InitSent { group, kp, ni, request } => {
-                self.on_init_response(datagram, rng, (group, kp, ni, request))
+                self.on_init_response(now, datagram, rng, (group, kp, ni, request))
             }
             State::AuthSent { keys, ni, nr, first, peer_first, child_spi } => self
                 .on_auth_response(
@@ -397,6 +497,7 @@ impl IkeSa {
 
     fn on_init_response(
         &mut self,
+        now: Instant,
         datagram: &[u8],
         rng: &mut dyn Random,
         (group, kp, ni, request): (Group, KeyPair, Vec<u8>, Vec<u8>),
@@ -414,7 +515,7 @@ impl IkeSa {
             return State::InitSent { group, kp, ni, request };
         }
         match ike_sa_init::process_response(&self.cfg.policy, group, &msg) {
-            Outcome::RetryWithGroup(g) => self.send_init(g, rng),
+            Outcome::RetryWithGroup(g) => self.send_init(now, g, rng),
             Outcome::Failed(reason) => self.fail(reason),
             Outcome::Accepted { algorithms, spi_r, ke, nr } => {
                 self.spi_r = spi_r;
@@ -440,7 +541,7 @@ impl IkeSa {
                     &payloads,
                     rng,
                 );
-                self.transmit.push_back(bytes);
+                self.send_request(now, bytes);
                 State::AuthSent {
                     keys,
                     ni,
@@ -498,7 +599,8 @@ impl IkeSa {
             child_spi,
         ) {
             Ok(ike_auth::Accepted { response, peer, child }) => {
-                self.transmit.push_back(seal(&keys.sk(false), &header, &response, rng));
+                let bytes = seal(&keys.sk(false), &header, &response, rng);
+                self.send_response(datagram, bytes);
                 self.events.push_back(Event::IkeUp { peer, algorithms: keys.algorithms });
                 match child {
                     Some(c) => self.events.push_back(Event::ChildUp(c)),
@@ -509,7 +611,8 @@ impl IkeSa {
                 State::Established { keys }
             }
             Err(ike_auth::Refused { response, reason }) => {
-                self.transmit.push_back(seal(&keys.sk(false), &header, &response, rng));
+                let bytes = seal(&keys.sk(false), &header, &response, rng);
+                self.send_response(datagram, bytes);
                 self.fail(format!("IKE_AUTH: peer not authenticated: {reason}"))
             }
         }
@@ -539,6 +642,7 @@ impl IkeSa {
             child_spi,
         ) {
             Ok((peer, child)) => {
+                self.pending = None;
                 self.events.push_back(Event::IkeUp { peer, algorithms: keys.algorithms });
                 match child {
                     Ok(c) => self.events.push_back(Event::ChildUp(c)),
@@ -634,6 +738,7 @@ mod tests {
                 p256: peer.p256.clone(),
             }),
             signature_algorithms: vec![SigAlg::Ed25519, SigAlg::EcdsaP256Sha256],
+            retransmit: Retransmit::default(),
             local_addr: addrs.0.parse().unwrap(),
             remote_addr: addrs.1.parse().unwrap(),
         })
@@ -648,7 +753,8 @@ mod tests {
         rng: &mut TestRng,
         tamper: &mut dyn FnMut(usize, &mut Vec<u8>),
     ) -> (IkeSa, Option<IkeSa>, usize) {
-        let mut initiator = IkeSa::initiate(i_cfg, rng);
+        let now = Instant::now();
+        let mut initiator = IkeSa::initiate(i_cfg, now, rng);
         let mut responder: Option<IkeSa> = None;
         let mut count = 0;
         for _ in 0..20 {
@@ -658,14 +764,14 @@ mod tests {
                 count += 1;
                 moved = true;
                 if let Some(r) = responder.as_mut() {
-                    r.handle(&d, rng);
+                    r.handle(now, &d, rng);
                 } else {
                     let (sa, refusal) = IkeSa::respond(r_cfg.clone(), &d, rng);
                     responder = sa;
                     if let Some(mut answer) = refusal {
                         tamper(count, &mut answer);
                         count += 1;
-                        initiator.handle(&answer, rng);
+                        initiator.handle(now, &answer, rng);
                     }
                 }
             }
@@ -674,7 +780,7 @@ mod tests {
                     tamper(count, &mut d);
                     count += 1;
                     moved = true;
-                    initiator.handle(&d, rng);
+                    initiator.handle(now, &d, rng);
                 }
             }
             if !moved {
@@ -823,28 +929,173 @@ mod tests {
             config(&alice, "a.mesh", &bob, "b.mesh", Policy::default(), ("fd00::1", "fd00::2"));
         let r_cfg =
             config(&bob, "b.mesh", &alice, "a.mesh", Policy::default(), ("fd00::2", "fd00::1"));
-        let mut initiator = IkeSa::initiate(i_cfg, &mut rng);
+        let now = Instant::now();
+        let mut initiator = IkeSa::initiate(i_cfg, now, &mut rng);
         let first = initiator.poll_transmit().unwrap();
         let (r, _) = IkeSa::respond(r_cfg, &first, &mut rng);
         let mut responder = r.unwrap();
         let answer = responder.poll_transmit().unwrap();
-        initiator.handle(&answer, &mut rng);
+        initiator.handle(now, &answer, &mut rng);
         let auth = initiator.poll_transmit().unwrap();
         for i in [30, auth.len() / 2, auth.len() - 1] {
             let mut forged = auth.clone();
             forged[i] ^= 0x80;
-            responder.handle(&forged, &mut rng);
+            responder.handle(now, &forged, &mut rng);
             assert!(responder.poll_transmit().is_none() && !responder.is_established(), "byte {i}");
         }
-        responder.handle(&auth, &mut rng);
+        responder.handle(now, &auth, &mut rng);
         let reply = responder.poll_transmit().unwrap();
         let mut forged = reply.clone();
         forged[40] ^= 1;
-        initiator.handle(&forged, &mut rng);
+        initiator.handle(now, &forged, &mut rng);
         assert!(!initiator.is_established());
-        initiator.handle(&reply, &mut rng);
+        initiator.handle(now, &reply, &mut rng);
         assert!(initiator.is_established() && responder.is_established());
         let ie = events(&mut initiator);
         assert_eq!(child(&ie).local.start, "fd00::1".parse::<IpAddr>().unwrap());
+    }
+
+    /// How the in-memory network mistreats datagrams, by their running number.
+    #[derive(Clone, Copy)]
+    struct Network {
+        drop_every: usize,
+        duplicate_every: usize,
+        reorder: bool,
+        /// Drop everything the responder sends.
+        silent_responder: bool,
+    }
+
+    /// Runs both ends over a lossy network in virtual time (10 ms latency, +-5 ms when
+    /// reordering) until nothing is in flight and no timer is armed; returns both ends,
+    /// the virtual time taken and the datagrams the initiator sent.
+    fn run_lossy(
+        i_cfg: Arc<Config>,
+        r_cfg: &Arc<Config>,
+        rng: &mut TestRng,
+        net: Network,
+    ) -> (IkeSa, Option<IkeSa>, Duration, usize) {
+        let start = Instant::now();
+        let mut now = start;
+        let mut initiator = IkeSa::initiate(i_cfg, now, rng);
+        let mut responder: Option<IkeSa> = None;
+        // (deliver at, to the responder?, bytes)
+        let mut flight: Vec<(Instant, bool, Vec<u8>)> = Vec::new();
+        let mut sent = 0usize;
+        let mut initiator_sent = 0usize;
+        for _ in 0..10_000 {
+            let mut out: Vec<(bool, Vec<u8>)> = Vec::new();
+            while let Some(d) = initiator.poll_transmit() {
+                out.push((true, d));
+            }
+            if let Some(r) = responder.as_mut() {
+                while let Some(d) = r.poll_transmit() {
+                    out.push((false, d));
+                }
+            }
+            for (to_responder, d) in out {
+                sent += 1;
+                initiator_sent += usize::from(to_responder);
+                if (!to_responder && net.silent_responder)
+                    || (net.drop_every > 0 && sent.is_multiple_of(net.drop_every))
+                {
+                    continue;
+                }
+                let jitter = if net.reorder && sent.is_multiple_of(2) { 15 } else { 5 };
+                let copies = if net.duplicate_every > 0 && sent.is_multiple_of(net.duplicate_every)
+                {
+                    2
+                } else {
+                    1
+                };
+                for c in 0..copies {
+                    flight.push((
+                        now + Duration::from_millis(jitter + 10 * c),
+                        to_responder,
+                        d.clone(),
+                    ));
+                }
+            }
+            flight.sort_by_key(|f| f.0);
+            let next_delivery = flight.first().map(|f| f.0);
+            let next_timer = initiator.poll_timeout();
+            let wake = match (next_delivery, next_timer) {
+                (Some(d), Some(t)) => d.min(t),
+                (Some(d), None) => d,
+                (None, Some(t)) => t,
+                (None, None) => break,
+            };
+            now = wake;
+            if next_delivery == Some(wake) {
+                let (_, to_responder, d) = flight.remove(0);
+                if to_responder {
+                    if let Some(r) = responder.as_mut() {
+                        r.handle(now, &d, rng);
+                    } else {
+                        let (sa, refusal) = IkeSa::respond(r_cfg.clone(), &d, rng);
+                        responder = sa;
+                        if let Some(answer) = refusal {
+                            flight.push((now + Duration::from_millis(10), false, answer));
+                        }
+                    }
+                } else {
+                    initiator.handle(now, &d, rng);
+                }
+            } else {
+                initiator.handle_timeout(now);
+            }
+        }
+        (initiator, responder, now - start, initiator_sent)
+    }
+
+    fn pair_configs(rng_seed: u8) -> (Arc<Config>, Arc<Config>) {
+        let (alice, bob) = (side(false, rng_seed), side(false, rng_seed + 1));
+        (
+            config(&alice, "a.mesh", &bob, "b.mesh", Policy::default(), ("10.0.0.1", "10.0.0.2")),
+            config(&bob, "b.mesh", &alice, "a.mesh", Policy::default(), ("10.0.0.2", "10.0.0.1")),
+        )
+    }
+
+    #[test]
+    fn a_lossy_network_still_converges() {
+        let mut rng = TestRng::new(16);
+        // Dropping every 2nd datagram would drop every response forever: each request is
+        // followed by exactly one answer.
+        for (drop_every, duplicate_every, reorder) in
+            [(3, 0, false), (3, 2, true), (0, 1, true), (5, 3, true)]
+        {
+            let (i_cfg, r_cfg) = pair_configs(1);
+            let net = Network { drop_every, duplicate_every, reorder, silent_responder: false };
+            let (mut init, resp, took, sent) = run_lossy(i_cfg, &r_cfg, &mut rng, net);
+            let mut resp = resp.expect("responder created");
+            assert!(
+                init.is_established() && resp.is_established(),
+                "drop {drop_every} dup {duplicate_every} reorder {reorder}"
+            );
+            let (ie, re) = (events(&mut init), events(&mut resp));
+            // Each side reports the IKE SA and its child exactly once, duplicates or not.
+            assert_eq!(ie.iter().filter(|e| matches!(e, Event::IkeUp { .. })).count(), 1);
+            assert_eq!(re.iter().filter(|e| matches!(e, Event::ChildUp(_))).count(), 1);
+            assert_eq!(child(&ie).spi_out, child(&re).spi_in);
+            assert!(init.poll_timeout().is_none(), "nothing left to retransmit");
+            assert!(took < Duration::from_secs(60), "took {took:?} with {sent} datagrams");
+        }
+    }
+
+    #[test]
+    fn a_silent_peer_is_given_up_after_the_last_retransmission() {
+        let mut rng = TestRng::new(17);
+        let (i_cfg, r_cfg) = pair_configs(1);
+        let net =
+            Network { drop_every: 0, duplicate_every: 0, reorder: false, silent_responder: true };
+        let (mut init, _, took, sent) = run_lossy(i_cfg, &r_cfg, &mut rng, net);
+        let ie = events(&mut init);
+        assert!(
+            matches!(&ie[..], [Event::Failed { reason }] if reason.contains("did not answer (5 sends")),
+            "{ie:?}"
+        );
+        assert_eq!(sent, 5, "the request went out five times");
+        // 4 + 7.2 + 12.96 + 23.33 + 41.99 s of waiting, less the sub-ms rounding.
+        assert!(took > Duration::from_secs(89) && took < Duration::from_secs(90), "{took:?}");
+        assert!(init.poll_timeout().is_none() && !init.is_established());
     }
 }
