@@ -5,11 +5,12 @@
 //! randomness comes from the caller's [`Random`]. Its states are an enum whose handlers
 //! consume the state and return the next one.
 //!
-//! This step of the implementation covers the initial exchanges (`IKE_SA_INIT` with
-//! the `INVALID_KE_PAYLOAD` retry, and `IKE_AUTH` with the first child SA). Still to
-//! come, each with its own tests: retransmission with backoff and the responder's
-//! response cache (section 2.1), cookies (2.6), `CREATE_CHILD_SA` with rekeys and
-//! collision handling (2.8), and `INFORMATIONAL` deletes and liveness checks (1.4).
+//! Implemented: `IKE_SA_INIT` with the `INVALID_KE_PAYLOAD` retry, `IKE_AUTH` with the
+//! first child SA, retransmission with backoff and give-up and the responder's answer
+//! cache (section 2.1), and `INFORMATIONAL` deletes of the IKE SA or a child SA and
+//! liveness checks (section 1.4), with a message ID sequence per direction and a window
+//! of one request. Still to come, each with its own tests: cookies (section 2.6) and
+//! `CREATE_CHILD_SA` with rekeys and collision handling (section 2.8).
 
 use crate::crypto::auth::{SigAlg, Signer, Verifier};
 use crate::crypto::dh::{Group, KeyPair};
@@ -23,6 +24,7 @@ use crate::wire::{
     ExchangeType, Flags, HeaderRepr, Message, Payload, PayloadType, id::IdRepr, notify::NotifyType,
     ts::TrafficSelector,
 };
+use crate::wire::{delete::DeleteRepr, sa::ProtocolId};
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -160,6 +162,20 @@ pub enum Event {
         /// Why, in one line.
         reason: String,
     },
+    /// The IKE SA was deleted, by us or by the peer (an orderly end).
+    Closed {
+        /// Who deleted it, in one line.
+        reason: String,
+    },
+    /// A child SA was deleted: remove it from the kernel.
+    ChildDown {
+        /// SPI of its inbound SA.
+        spi_in: u32,
+        /// SPI of its outbound SA.
+        spi_out: u32,
+    },
+    /// The peer answered a liveness check.
+    PeerAlive,
     /// The IKE SA failed and is gone.
     Failed {
         /// Why, in one line.
@@ -207,6 +223,26 @@ impl Keys {
     }
 }
 
+/// An established IKE SA: keys, message IDs, children, our outstanding request.
+struct Established {
+    keys: Keys,
+    /// Message ID of our next request.
+    own_next: u32,
+    /// Message ID we expect for the peer's next request.
+    peer_next: u32,
+    /// Child SAs by (inbound SPI, outbound SPI).
+    children: Vec<(u32, u32)>,
+    /// What our outstanding request asks, if any.
+    asked: Option<Asked>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    DeleteIke,
+    DeleteChild(u32, u32),
+    Liveness,
+}
+
 enum State {
     /// Initiator: `IKE_SA_INIT` sent.
     InitSent { group: Group, kp: KeyPair, ni: Vec<u8>, request: Vec<u8> },
@@ -222,7 +258,7 @@ enum State {
     /// Responder: `IKE_SA_INIT` answered.
     InitAnswered { keys: Keys, ni: Vec<u8>, nr: Vec<u8>, first: Vec<u8>, peer_first: Vec<u8> },
     /// Both authenticated.
-    Established { keys: Keys },
+    Established(Box<Established>),
     /// Failed; nothing more happens.
     Dead,
 }
@@ -427,7 +463,7 @@ impl IkeSa {
     /// The negotiated algorithms, once established.
     pub fn algorithms(&self) -> Option<IkeAlgorithms> {
         match &self.state {
-            State::Established { keys } => Some(keys.algorithms),
+            State::Established(e) => Some(e.keys.algorithms),
             _ => None,
         }
     }
@@ -491,8 +527,149 @@ impl IkeSa {
                 rng,
                 State::InitAnswered { keys, ni, nr, first, peer_first },
             ),
-            other => other,
+            State::Established(e) => self.on_established(now, datagram, rng, e),
+            State::Dead => State::Dead,
         };
+    }
+
+    /// Asks the peer to delete the whole IKE SA (and so its children): `INFORMATIONAL`
+    /// with `Delete(IKE)`. `false` if the SA is not established or a request of ours is
+    /// still outstanding (our window is one request).
+    pub fn delete(&mut self, now: Instant, rng: &mut dyn Random) -> bool {
+        self.request(now, rng, Asked::DeleteIke)
+    }
+
+    /// Asks the peer to delete one child SA, named by its inbound SPI.
+    pub fn delete_child(&mut self, now: Instant, spi_in: u32, rng: &mut dyn Random) -> bool {
+        let spi_out = match &self.state {
+            State::Established(e) => e.children.iter().find(|c| c.0 == spi_in).map(|c| c.1),
+            _ => None,
+        };
+        spi_out.is_some_and(|spi_out| self.request(now, rng, Asked::DeleteChild(spi_in, spi_out)))
+    }
+
+    /// Checks that the peer is alive: an empty `INFORMATIONAL` request. An answer gives
+    /// [`Event::PeerAlive`]; silence through all retransmissions fails the SA.
+    pub fn check_liveness(&mut self, now: Instant, rng: &mut dyn Random) -> bool {
+        self.request(now, rng, Asked::Liveness)
+    }
+
+    fn request(&mut self, now: Instant, rng: &mut dyn Random, asked: Asked) -> bool {
+        let State::Established(e) = &mut self.state else { return false };
+        if e.asked.is_some() {
+            return false;
+        }
+        let payloads = match asked {
+            Asked::DeleteIke => {
+                vec![Payload::Delete(DeleteRepr { protocol: ProtocolId::Ike, spis: Vec::new() })]
+            }
+            Asked::DeleteChild(spi_in, _) => {
+                vec![Payload::Delete(DeleteRepr {
+                    protocol: ProtocolId::Esp,
+                    spis: vec![spi_in.to_be_bytes()],
+                })]
+            }
+            Asked::Liveness => Vec::new(),
+        };
+        let id = e.own_next;
+        e.own_next = e.own_next.wrapping_add(1);
+        e.asked = Some(asked);
+        let sk = e.keys.sk(self.role == Role::Initiator);
+        let bytes = seal(&sk, &self.header(ExchangeType::Informational, id, false), &payloads, rng);
+        self.send_request(now, bytes);
+        true
+    }
+
+    /// A message for the established SA: the answer to our request, or a request of the
+    /// peer's (each direction has its own message IDs, section 2.2).
+    fn on_established(
+        &mut self,
+        _now: Instant,
+        datagram: &[u8],
+        rng: &mut dyn Random,
+        mut e: Box<Established>,
+    ) -> State {
+        let from_initiator = self.role == Role::Responder;
+        let Ok(opened) = open(&e.keys.sk(from_initiator), datagram) else {
+            return State::Established(e);
+        };
+        let h = opened.header;
+        if h.spi_i != self.spi_i || h.spi_r != self.spi_r || h.flags.initiator != from_initiator {
+            return State::Established(e);
+        }
+        if h.flags.response {
+            // Only the answer to our outstanding request counts.
+            let (Some(asked), true) = (e.asked, h.message_id == e.own_next.wrapping_sub(1)) else {
+                return State::Established(e);
+            };
+            self.pending = None;
+            e.asked = None;
+            return match asked {
+                Asked::DeleteIke => {
+                    self.events.push_back(Event::Closed { reason: "deleted by us".into() });
+                    State::Dead
+                }
+                Asked::DeleteChild(spi_in, spi_out) => {
+                    e.children.retain(|c| c.0 != spi_in);
+                    self.events.push_back(Event::ChildDown { spi_in, spi_out });
+                    State::Established(e)
+                }
+                Asked::Liveness => {
+                    self.events.push_back(Event::PeerAlive);
+                    State::Established(e)
+                }
+            };
+        }
+        if h.message_id != e.peer_next || h.exchange_type != ExchangeType::Informational {
+            // A retransmission we answered is handled by the cache before this point;
+            // anything else out of order, or an exchange not implemented yet, is dropped.
+            return State::Established(e);
+        }
+        e.peer_next = e.peer_next.wrapping_add(1);
+        let mut answer = Vec::new();
+        let mut closed = false;
+        for p in &opened.payloads {
+            if let Payload::Delete(d) = p {
+                match d.protocol {
+                    ProtocolId::Ike => closed = true,
+                    ProtocolId::Esp => {
+                        // The peer names its inbound SPIs, which are our outbound ones; we
+                        // answer with our inbound SPIs of the same children.
+                        let mut ours = Vec::new();
+                        for spi in &d.spis {
+                            let theirs = u32::from_be_bytes(*spi);
+                            if let Some(&(spi_in, spi_out)) =
+                                e.children.iter().find(|c| c.1 == theirs)
+                            {
+                                e.children.retain(|c| c.0 != spi_in);
+                                self.events.push_back(Event::ChildDown { spi_in, spi_out });
+                                ours.push(spi_in.to_be_bytes());
+                            }
+                        }
+                        if !ours.is_empty() {
+                            answer.push(Payload::Delete(DeleteRepr {
+                                protocol: ProtocolId::Esp,
+                                spis: ours,
+                            }));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if closed {
+            answer.clear(); // section 1.4.1: the answer to an IKE SA delete is empty
+        }
+        let sk = e.keys.sk(self.role == Role::Initiator);
+        let bytes =
+            seal(&sk, &self.header(ExchangeType::Informational, h.message_id, true), &answer, rng);
+        self.send_response(datagram, bytes);
+        if closed {
+            self.pending = None;
+            self.events.push_back(Event::Closed { reason: "deleted by the peer".into() });
+            return State::Dead;
+        }
+        State::Established(e)
     }
 
     fn on_init_response(
@@ -602,13 +779,24 @@ impl IkeSa {
                 let bytes = seal(&keys.sk(false), &header, &response, rng);
                 self.send_response(datagram, bytes);
                 self.events.push_back(Event::IkeUp { peer, algorithms: keys.algorithms });
+                let mut children = Vec::new();
                 match child {
-                    Some(c) => self.events.push_back(Event::ChildUp(c)),
+                    Some(c) => {
+                        children.push((c.spi_in, c.spi_out));
+                        self.events.push_back(Event::ChildUp(c));
+                    }
                     None => self.events.push_back(Event::ChildFailed {
                         reason: "child SA refused (see our response)".into(),
                     }),
                 }
-                State::Established { keys }
+                // The initiator's requests so far were 0 and 1; the responder made none.
+                State::Established(Box::new(Established {
+                    keys,
+                    own_next: 0,
+                    peer_next: 2,
+                    children,
+                    asked: None,
+                }))
             }
             Err(ike_auth::Refused { response, reason }) => {
                 let bytes = seal(&keys.sk(false), &header, &response, rng);
@@ -644,11 +832,21 @@ impl IkeSa {
             Ok((peer, child)) => {
                 self.pending = None;
                 self.events.push_back(Event::IkeUp { peer, algorithms: keys.algorithms });
+                let mut children = Vec::new();
                 match child {
-                    Ok(c) => self.events.push_back(Event::ChildUp(c)),
+                    Ok(c) => {
+                        children.push((c.spi_in, c.spi_out));
+                        self.events.push_back(Event::ChildUp(c));
+                    }
                     Err(reason) => self.events.push_back(Event::ChildFailed { reason }),
                 }
-                State::Established { keys }
+                State::Established(Box::new(Established {
+                    keys,
+                    own_next: 2,
+                    peer_next: 0,
+                    children,
+                    asked: None,
+                }))
             }
             Err(reason) => self.fail(format!("IKE_AUTH: {reason}")),
         }
@@ -1097,5 +1295,134 @@ mod tests {
         // 4 + 7.2 + 12.96 + 23.33 + 41.99 s of waiting, less the sub-ms rounding.
         assert!(took > Duration::from_secs(89) && took < Duration::from_secs(90), "{took:?}");
         assert!(init.poll_timeout().is_none() && !init.is_established());
+    }
+
+    /// An established pair (initiator, responder) with their set-up events drained.
+    fn established(rng: &mut TestRng) -> (IkeSa, IkeSa) {
+        let (i_cfg, r_cfg) = pair_configs(1);
+        let (mut init, resp, _) = run(i_cfg, &r_cfg, rng, &mut |_, _| {});
+        let mut resp = resp.unwrap();
+        assert!(init.is_established() && resp.is_established());
+        let _ = (events(&mut init), events(&mut resp));
+        (init, resp)
+    }
+
+    /// Moves datagrams both ways until none is left; how many moved.
+    fn shuttle(a: &mut IkeSa, b: &mut IkeSa, now: Instant, rng: &mut TestRng) -> usize {
+        let mut moved = 0;
+        loop {
+            let mut any = false;
+            while let Some(d) = a.poll_transmit() {
+                b.handle(now, &d, rng);
+                moved += 1;
+                any = true;
+            }
+            while let Some(d) = b.poll_transmit() {
+                a.handle(now, &d, rng);
+                moved += 1;
+                any = true;
+            }
+            if !any {
+                return moved;
+            }
+        }
+    }
+
+    #[test]
+    fn either_side_deletes_the_ike_sa() {
+        let mut rng = TestRng::new(18);
+        let now = Instant::now();
+        for initiator_deletes in [true, false] {
+            let (mut init, mut resp) = established(&mut rng);
+            let (del, other) =
+                if initiator_deletes { (&mut init, &mut resp) } else { (&mut resp, &mut init) };
+            assert!(del.delete(now, &mut rng));
+            assert!(!del.delete(now, &mut rng), "one request at a time");
+            assert_eq!(shuttle(del, other, now, &mut rng), 2);
+            let (de, oe) = (events(del), events(other));
+            assert!(
+                matches!(&de[..], [Event::Closed { reason }] if reason == "deleted by us"),
+                "{de:?}"
+            );
+            assert!(
+                matches!(&oe[..], [Event::Closed { reason }] if reason == "deleted by the peer"),
+                "{oe:?}"
+            );
+            assert!(!del.is_established() && !other.is_established());
+            assert!(del.poll_timeout().is_none());
+        }
+    }
+
+    #[test]
+    fn a_child_sa_is_deleted_and_both_sides_name_the_same_spis() {
+        let mut rng = TestRng::new(19);
+        let now = Instant::now();
+        let (i_cfg, r_cfg) = pair_configs(1);
+        let (mut init, resp, _) = run(i_cfg, &r_cfg, &mut rng, &mut |_, _| {});
+        let mut resp = resp.unwrap();
+        let (ie, re) = (events(&mut init), events(&mut resp));
+        let (ic, rc) = (child(&ie), child(&re));
+        assert!(!init.delete_child(now, 12345, &mut rng), "no such child");
+        assert!(resp.delete_child(now, rc.spi_in, &mut rng));
+        assert_eq!(shuttle(&mut resp, &mut init, now, &mut rng), 2);
+        let (ie2, re2) = (events(&mut init), events(&mut resp));
+        assert!(
+            matches!(&ie2[..], [Event::ChildDown { spi_in, spi_out }] if *spi_in == ic.spi_in && *spi_out == ic.spi_out),
+            "{ie2:?}"
+        );
+        assert!(
+            matches!(&re2[..], [Event::ChildDown { spi_in, spi_out }] if *spi_in == rc.spi_in && *spi_out == rc.spi_out),
+            "{re2:?}"
+        );
+        assert!(init.is_established() && resp.is_established(), "the IKE SA stays");
+        assert!(!resp.delete_child(now, rc.spi_in, &mut rng), "gone already");
+    }
+
+    #[test]
+    fn liveness_checks_are_answered_and_a_dead_peer_is_found() {
+        let mut rng = TestRng::new(20);
+        let mut now = Instant::now();
+        let (mut init, mut resp) = established(&mut rng);
+        for _ in 0..3 {
+            assert!(init.check_liveness(now, &mut rng));
+            assert!(resp.check_liveness(now, &mut rng), "each side has its own window");
+            shuttle(&mut init, &mut resp, now, &mut rng);
+            assert!(matches!(&events(&mut init)[..], [Event::PeerAlive]));
+            assert!(matches!(&events(&mut resp)[..], [Event::PeerAlive]));
+        }
+        // The responder goes silent: the initiator's check is retransmitted, then fails.
+        assert!(init.check_liveness(now, &mut rng));
+        let mut sends = 0;
+        while let Some(deadline) = init.poll_timeout() {
+            while init.poll_transmit().is_some() {
+                sends += 1;
+            }
+            now = deadline;
+            init.handle_timeout(now);
+        }
+        let ie = events(&mut init);
+        assert_eq!(sends, 5);
+        assert!(
+            matches!(&ie[..], [Event::Failed { reason }] if reason.contains("did not answer")),
+            "{ie:?}"
+        );
+    }
+
+    #[test]
+    fn a_retransmitted_delete_is_answered_again_but_acted_on_once() {
+        let mut rng = TestRng::new(21);
+        let now = Instant::now();
+        let (mut init, mut resp) = established(&mut rng);
+        assert!(init.delete(now, &mut rng));
+        let request = init.poll_transmit().unwrap();
+        resp.handle(now, &request, &mut rng);
+        let first = resp.poll_transmit().unwrap();
+        resp.handle(now, &request, &mut rng);
+        let again = resp.poll_transmit().unwrap();
+        assert_eq!(first, again, "the same bytes");
+        assert_eq!(events(&mut resp).len(), 1, "closed once");
+        init.handle(now, &again, &mut rng);
+        init.handle(now, &first, &mut rng);
+        assert_eq!(events(&mut init).len(), 1);
     }
 }
