@@ -20,6 +20,7 @@
 //! `ike` depends on no other ikemesh crate: certificate checks and policy decisions are
 //! traits defined here and implemented by `ca` and `mesh`.
 
+pub mod cookie;
 pub mod crypto;
 pub mod exchange;
 pub mod proposal;

@@ -244,8 +244,8 @@ enum Asked {
 }
 
 enum State {
-    /// Initiator: `IKE_SA_INIT` sent.
-    InitSent { group: Group, kp: KeyPair, ni: Vec<u8>, request: Vec<u8> },
+    /// Initiator: `IKE_SA_INIT` sent (`cookies`: how many COOKIE challenges so far).
+    InitSent { group: Group, kp: KeyPair, ni: Vec<u8>, request: Vec<u8>, cookies: u8 },
     /// Initiator: `IKE_AUTH` sent.
     AuthSent {
         keys: Keys,
@@ -321,6 +321,9 @@ fn total_wait(r: &Retransmit) -> Duration {
     total
 }
 
+/// COOKIE challenges an initiator answers before giving up.
+const MAX_COOKIE_RETRIES: u8 = 3;
+
 /// Nonce length: twice the strength of our strongest PRF's key, within RFC 7296's bounds.
 const NONCE_LEN: usize = 32;
 
@@ -356,7 +359,7 @@ impl IkeSa {
         let offer = ike_proposals(&p.ciphers, &p.prfs, &p.groups, &[]);
         let request = ike_sa_init::request(self.spi_i, &offer, &kp, &ni, None);
         self.send_request(now, request.clone());
-        State::InitSent { group, kp, ni, request }
+        State::InitSent { group, kp, ni, request, cookies: 0 }
     }
 
     /// Sends a request and arms its retransmission.
@@ -514,8 +517,8 @@ impl IkeSa {
         }
         let state = std::mem::replace(&mut self.state, State::Dead);
         self.state = match state {
-            State::InitSent { group, kp, ni, request } => {
-                self.on_init_response(now, datagram, rng, (group, kp, ni, request))
+            State::InitSent { group, kp, ni, request, cookies } => {
+                self.on_init_response(now, datagram, rng, (group, kp, ni, request, cookies))
             }
             State::AuthSent { keys, ni, nr, first, peer_first, child_spi } => self
                 .on_auth_response(
@@ -677,10 +680,10 @@ impl IkeSa {
         now: Instant,
         datagram: &[u8],
         rng: &mut dyn Random,
-        (group, kp, ni, request): (Group, KeyPair, Vec<u8>, Vec<u8>),
+        (group, kp, ni, request, cookies): (Group, KeyPair, Vec<u8>, Vec<u8>, u8),
     ) -> State {
         let Ok(msg) = Message::parse(datagram) else {
-            return State::InitSent { group, kp, ni, request };
+            return State::InitSent { group, kp, ni, request, cookies };
         };
         let h = &msg.header;
         if h.spi_i != self.spi_i
@@ -689,10 +692,22 @@ impl IkeSa {
             || h.exchange_type != ExchangeType::IkeSaInit
             || h.message_id != 0
         {
-            return State::InitSent { group, kp, ni, request };
+            return State::InitSent { group, kp, ni, request, cookies };
         }
         match ike_sa_init::process_response(&self.cfg.policy, group, &msg) {
             Outcome::RetryWithGroup(g) => self.send_init(now, g, rng),
+            // A responder under load asks for a cookie: the same request again, the
+            // cookie first (section 2.6). A few times at most, against a loop.
+            Outcome::Cookie(_) if cookies >= MAX_COOKIE_RETRIES => {
+                self.fail("the peer keeps asking for a cookie".into())
+            }
+            Outcome::Cookie(cookie) => {
+                let p = &self.cfg.policy;
+                let offer = ike_proposals(&p.ciphers, &p.prfs, &p.groups, &[]);
+                let request = ike_sa_init::request(self.spi_i, &offer, &kp, &ni, Some(&cookie));
+                self.send_request(now, request.clone());
+                State::InitSent { group, kp, ni, request, cookies: cookies + 1 }
+            }
             Outcome::Failed(reason) => self.fail(reason),
             Outcome::Accepted { algorithms, spi_r, ke, nr } => {
                 self.spi_r = spi_r;
@@ -1424,5 +1439,31 @@ mod tests {
         init.handle(now, &again, &mut rng);
         init.handle(now, &first, &mut rng);
         assert_eq!(events(&mut init).len(), 1);
+    }
+
+    #[test]
+    fn a_responder_under_load_asks_for_a_cookie_and_the_initiator_retries() {
+        use crate::cookie::{Cookies, Gate};
+        let mut rng = TestRng::new(22);
+        let now = Instant::now();
+        let (i_cfg, r_cfg) = pair_configs(1);
+        let cookies = Cookies::new(&mut rng);
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut init = IkeSa::initiate(i_cfg, now, &mut rng);
+        let first = init.poll_transmit().unwrap();
+        let Gate::Challenge(challenge) = cookies.gate(&first, peer, true) else {
+            panic!("no challenge")
+        };
+        init.handle(now, &challenge, &mut rng);
+        let second = init.poll_transmit().unwrap();
+        assert!(
+            matches!(Message::parse(&second).unwrap().payloads[0], Payload::Notify(ref n) if n.kind == NotifyType::Cookie)
+        );
+        assert_eq!(cookies.gate(&second, peer, true), Gate::Pass);
+        let (r, _) = IkeSa::respond(r_cfg, &second, &mut rng);
+        let mut resp = r.unwrap();
+        let moved = shuttle(&mut resp, &mut init, now, &mut rng);
+        assert_eq!(moved, 3, "IKE_SA_INIT response, then IKE_AUTH both ways");
+        assert!(init.is_established() && resp.is_established());
     }
 }

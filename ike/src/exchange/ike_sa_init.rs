@@ -155,6 +155,8 @@ pub enum Outcome {
     },
     /// Try again with this group.
     RetryWithGroup(Group),
+    /// Send the same request again with this cookie first (section 2.6).
+    Cookie(Vec<u8>),
     /// Refused, or a response we cannot accept: why.
     Failed(String),
 }
@@ -176,6 +178,13 @@ pub fn process_response(offer_policy: &Policy, group: Group, msg: &Message) -> O
                         Outcome::RetryWithGroup(g)
                     }
                     _ => Outcome::Failed("peer asked for a D-H group we did not offer".into()),
+                };
+            }
+            Payload::Notify(n) if n.kind == NotifyType::Cookie => {
+                return if (1..=64).contains(&n.data.len()) {
+                    Outcome::Cookie(n.data.clone())
+                } else {
+                    Outcome::Failed("peer sent a COOKIE of a length RFC 7296 does not allow".into())
                 };
             }
             Payload::Notify(n) if n.kind.is_error() => {
