@@ -296,6 +296,48 @@ impl Host {
         })
     }
 
+    /// Sends `count` UDP datagrams (`marker` followed by ` #i`) from this host to `to`'s
+    /// address of one family on `port`, one per `gap`, and returns how many arrived at a
+    /// socket bound there, waiting at most 2 s for each. A datagram from any other
+    /// address is an error.
+    pub fn udp_to(
+        &self,
+        to: &Host,
+        v6: bool,
+        port: u16,
+        count: u32,
+        marker: &[u8],
+        gap: Duration,
+    ) -> io::Result<u32> {
+        use std::net::{SocketAddr, UdpSocket};
+        let dst = SocketAddr::new(to.addr(v6), port);
+        let sink = to.enter(|| UdpSocket::bind(dst))??;
+        sink.set_read_timeout(Some(Duration::from_secs(2)))?;
+        self.enter(|| -> io::Result<()> {
+            let sock = UdpSocket::bind(SocketAddr::new(self.addr(v6), 0))?;
+            for i in 0..count {
+                let mut payload = marker.to_vec();
+                payload.extend_from_slice(format!(" #{i}").as_bytes());
+                sock.send_to(&payload, dst)?;
+                thread::sleep(gap);
+            }
+            Ok(())
+        })??;
+        let mut got = 0;
+        let mut buf = [0u8; 256];
+        while got < count {
+            let Ok((_, from)) = sink.recv_from(&mut buf) else { break };
+            if from.ip() != self.addr(v6) {
+                return Err(error(format!(
+                    "datagram to {dst} from {from}, not from {}",
+                    self.addr(v6)
+                )));
+            }
+            got += 1;
+        }
+        Ok(got)
+    }
+
     /// Starts a packet capture on `iface` of this host with a pcap `filter` ("" for all).
     pub fn capture(&self, iface: &str, filter: &str) -> io::Result<Capture> {
         Capture::start(self, iface, filter)

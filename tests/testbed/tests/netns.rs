@@ -3,7 +3,7 @@
 //! collide, and a run killed with SIGKILL leaves namespaces the next run removes.
 
 use ikemesh_testbed::netns::{self, Net};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -21,29 +21,7 @@ fn ns_exists(name: &str) -> bool {
 
 /// Sends `count` datagrams from host `from` to host `to` and returns how many arrived.
 fn udp_between(net: &Net, from: usize, to: usize, v6: bool, count: u32) -> u32 {
-    let (src, dst) = (net.host(from), net.host(to));
-    let sink = dst.enter(|| UdpSocket::bind(SocketAddr::new(dst.addr(v6), 7000))).unwrap().unwrap();
-    sink.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let dst_addr = SocketAddr::new(dst.addr(v6), 7000);
-    src.enter(|| {
-        let sock = UdpSocket::bind(SocketAddr::new(src.addr(v6), 0)).unwrap();
-        for i in 0..count {
-            sock.send_to(format!("datagram {i}").as_bytes(), dst_addr).unwrap();
-        }
-    })
-    .unwrap();
-    let mut got = 0;
-    let mut buf = [0u8; 64];
-    while got < count {
-        match sink.recv_from(&mut buf) {
-            Ok((_, from_addr)) => {
-                assert_eq!(from_addr.ip(), src.addr(v6));
-                got += 1;
-            }
-            Err(_) => break,
-        }
-    }
-    got
+    net.host(from).udp_to(net.host(to), v6, 7000, count, b"datagram", Duration::ZERO).unwrap()
 }
 
 #[test]

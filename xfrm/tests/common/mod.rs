@@ -51,30 +51,10 @@ pub fn level_of(action: Action) -> Option<Level> {
     }
 }
 
-/// Sends `count` UDP datagrams carrying `marker` from `a` to `b` (port `port`), at most
-/// one per `gap`, and returns how many arrived.
+/// Sends `count` UDP datagrams carrying `marker` from `a` to `b` (port `port`), 2 ms
+/// apart, and returns how many arrived.
 pub fn udp(a: &Host, b: &Host, v6: bool, port: u16, count: u32, marker: &[u8]) -> u32 {
-    use std::net::{SocketAddr, UdpSocket};
-    use std::time::Duration;
-    let dst = SocketAddr::new(b.addr(v6), port);
-    let sink = b.enter(|| UdpSocket::bind(dst)).unwrap().unwrap();
-    sink.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    a.enter(|| {
-        let sock = UdpSocket::bind(SocketAddr::new(a.addr(v6), 0)).unwrap();
-        for i in 0..count {
-            let mut payload = marker.to_vec();
-            payload.extend_from_slice(format!(" #{i}").as_bytes());
-            sock.send_to(&payload, dst).unwrap();
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    })
-    .unwrap();
-    let mut got = 0;
-    let mut buf = [0u8; 256];
-    while got < count && sink.recv_from(&mut buf).is_ok() {
-        got += 1;
-    }
-    got
+    a.udp_to(b, v6, port, count, marker, std::time::Duration::from_millis(2)).unwrap()
 }
 
 /// One counter of `/proc/net/xfrm_stat` in `host` (e.g. `XfrmInTmplMismatch`).
