@@ -118,11 +118,16 @@ pub struct Policy {
     pub esp_gcm_key_bits: Vec<u16>,
     /// ESN settings accepted for ESP.
     pub esp_esn: Vec<bool>,
+    /// D-H groups offered for perfect forward secrecy when we create or rekey a child SA
+    /// with `CREATE_CHILD_SA`, the first with our KE (empty: no PFS). As responder, a
+    /// PFS group is accepted when it is also in `groups`.
+    pub pfs_groups: Vec<Group>,
 }
 
 impl Default for Policy {
     /// ikemesh's defaults: AES-GCM-16 256 then 128, HMAC-SHA2-256/384/512, Curve25519
-    /// then ECP-256 then MODP-2048; ESP with AES-GCM-16 256 or 128, ESN preferred.
+    /// then ECP-256 then MODP-2048; ESP with AES-GCM-16 256 or 128, ESN preferred, and
+    /// PFS with Curve25519 (or ECP-256) on child SAs made or rekeyed after `IKE_AUTH`.
     fn default() -> Self {
         Self {
             ciphers: vec![
@@ -133,6 +138,7 @@ impl Default for Policy {
             groups: vec![Group::Curve25519, Group::Ecp256, Group::Modp2048],
             esp_gcm_key_bits: vec![256, 128],
             esp_esn: vec![true, false],
+            pfs_groups: vec![Group::Curve25519, Group::Ecp256],
         }
     }
 }

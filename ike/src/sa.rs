@@ -5,23 +5,37 @@
 //! randomness comes from the caller's [`Random`]. Its states are an enum whose handlers
 //! consume the state and return the next one.
 //!
-//! Implemented: `IKE_SA_INIT` with the `INVALID_KE_PAYLOAD` retry, `IKE_AUTH` with the
-//! first child SA, retransmission with backoff and give-up and the responder's answer
-//! cache (section 2.1), and `INFORMATIONAL` deletes of the IKE SA or a child SA and
-//! liveness checks (section 1.4), with a message ID sequence per direction and a window
-//! of one request. Still to come, each with its own tests: cookies (section 2.6) and
-//! `CREATE_CHILD_SA` with rekeys and collision handling (section 2.8).
+//! Implemented: `IKE_SA_INIT` with the `INVALID_KE_PAYLOAD` retry and COOKIEs (section
+//! 2.6), `IKE_AUTH` with the first child SA, retransmission with backoff and give-up and
+//! the responder's answer cache (section 2.1), `INFORMATIONAL` deletes of the IKE SA or
+//! a child SA and liveness checks (section 1.4), and `CREATE_CHILD_SA` for new child
+//! SAs, child rekeys and IKE SA rekeys (sections 1.3, 2.8, 2.18).
+//!
+//! Each direction has its own message IDs and our window is one request (section 2.3):
+//! what the caller asks while a request is out waits in a queue. Simultaneous rekeys of
+//! the same SA are settled as section 2.8.1/2.8.2 say: both exchanges complete, the SA
+//! made by the exchange with the lowest of the four nonces is deleted by whoever
+//! initiated it, and the other exchange's initiator deletes the old SA. A request that
+//! crosses a rekey it would straddle (a child exchange during an IKE SA rekey, or the
+//! other way round) is answered `TEMPORARY_FAILURE`, and the refused side asks again
+//! after 1 to 3 s. An IKE SA replaced by a rekey is kept, under its own SPIs and keys,
+//! until its delete is done.
 
 use crate::crypto::auth::{SigAlg, Signer, Verifier};
 use crate::crypto::dh::{Group, KeyPair};
 use crate::crypto::keys::{IkeKeys, ike_keys, skeyseed};
 use crate::crypto::sk::{SkKeys, open, seal};
 use crate::crypto::{Random, Secret};
+use crate::exchange::create_child_sa::{
+    self, ChildOffer, Failure, IkeOffer, Refusal, Request, rekeyed_ike_keys,
+};
 use crate::exchange::ike_auth::{self, AuthContext};
 use crate::exchange::ike_sa_init::{self, Answer, Outcome};
 use crate::proposal::{EspAlgorithms, IkeAlgorithms, Policy, ike_proposals};
 use crate::wire::{
-    ExchangeType, Flags, HeaderRepr, Message, Payload, PayloadType, id::IdRepr, notify::NotifyType,
+    ExchangeType, Flags, HeaderPacket, HeaderRepr, Message, Payload, PayloadType,
+    id::IdRepr,
+    notify::{NotifyRepr, NotifyType},
     ts::TrafficSelector,
 };
 use crate::wire::{delete::DeleteRepr, sa::ProtocolId};
@@ -157,6 +171,14 @@ pub enum Event {
     },
     /// A child SA is up: install it.
     ChildUp(ChildSa),
+    /// A child SA replaces another (a rekey, section 2.8): install it beside the old
+    /// one, which goes with its own [`Event::ChildDown`] once the rekey is complete.
+    ChildRekeyed {
+        /// Inbound SPI of the child SA it replaces.
+        old_spi_in: u32,
+        /// The new child SA.
+        child: ChildSa,
+    },
     /// The IKE SA stands but the child SA was refused.
     ChildFailed {
         /// Why, in one line.
@@ -176,6 +198,20 @@ pub enum Event {
     },
     /// The peer answered a liveness check.
     PeerAlive,
+    /// The IKE SA was rekeyed (section 2.18): it goes on under new SPIs and keys, with
+    /// the same child SAs. Datagrams for the old SPIs still reach this SA until the old
+    /// one is deleted.
+    IkeRekeyed {
+        /// The new initiator's and responder's SPIs.
+        spis: (u64, u64),
+        /// The new SA's algorithms.
+        algorithms: IkeAlgorithms,
+    },
+    /// A rekey of the IKE SA failed; the SA goes on with its current keys.
+    IkeRekeyFailed {
+        /// Why, in one line.
+        reason: String,
+    },
     /// The IKE SA failed and is gone.
     Failed {
         /// Why, in one line.
@@ -223,25 +259,151 @@ impl Keys {
     }
 }
 
-/// An established IKE SA: keys, message IDs, children, our outstanding request.
+/// A child SA of this IKE SA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Child {
+    spi_in: u32,
+    spi_out: u32,
+    /// Replaced by a rekey, or being deleted: it is not rekeyed again, and a peer's rekey
+    /// of it is answered with `TEMPORARY_FAILURE` (section 2.25).
+    closing: bool,
+}
+
+/// An IKE SA replaced by a rekey, kept until its delete is done (by us or the peer).
+struct Retired {
+    keys: Keys,
+    spis: (u64, u64),
+    role: Role,
+    own_next: u32,
+    peer_next: u32,
+}
+
+/// An IKE SA made by a rekey, before it takes over.
+struct NewIke {
+    keys: Keys,
+    spis: (u64, u64),
+    role: Role,
+    /// `Ni` and `Nr` of the exchange that made it, for collisions (section 2.8.2).
+    nonces: (Vec<u8>, Vec<u8>),
+}
+
+/// The peer's rekey of a child SA that we are rekeying too (section 2.8.1).
+struct ChildCollision {
+    /// Inbound SPI of the child both sides rekey.
+    old: u32,
+    /// Inbound SPI of the child the peer's exchange made.
+    made: u32,
+    /// `Ni` and `Nr` of the peer's exchange.
+    nonces: (Vec<u8>, Vec<u8>),
+}
+
+/// The lowest nonce of an exchange: of two colliding rekeys, the one with the lowest of
+/// the four nonces made the redundant SA (sections 2.8.1 and 2.8.2).
+fn lowest(nonces: &(Vec<u8>, Vec<u8>)) -> &[u8] {
+    nonces.0.as_slice().min(nonces.1.as_slice())
+}
+
+/// Something we want to ask the peer; queued while another request of ours is out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    DeleteIke,
+    /// By inbound SPI.
+    DeleteChild(u32),
+    Liveness,
+    CreateChild,
+    /// By inbound SPI.
+    RekeyChild(u32),
+    RekeyIke,
+    /// The delete of an IKE SA we replaced, by its SPIs.
+    DeleteRetired((u64, u64)),
+}
+
+/// Our outstanding request.
+enum Asked {
+    DeleteIke,
+    DeleteChild(u32, u32),
+    Liveness,
+    /// A new child SA or the rekey of one; `tries` counts the times we asked again
+    /// (`INVALID_KE_PAYLOAD`, `TEMPORARY_FAILURE`).
+    Child {
+        offer: ChildOffer,
+        tries: u8,
+    },
+    RekeyIke {
+        offer: IkeOffer,
+        tries: u8,
+    },
+    DeleteRetired((u64, u64)),
+}
+
+impl Asked {
+    fn exchange(&self) -> ExchangeType {
+        match self {
+            Asked::Child { .. } | Asked::RekeyIke { .. } => ExchangeType::CreateChildSa,
+            _ => ExchangeType::Informational,
+        }
+    }
+}
+
+/// An established IKE SA: keys, message IDs, children, our outstanding and queued
+/// requests, and the SAs a rekey replaced.
 struct Established {
     keys: Keys,
     /// Message ID of our next request.
     own_next: u32,
     /// Message ID we expect for the peer's next request.
     peer_next: u32,
-    /// Child SAs by (inbound SPI, outbound SPI).
-    children: Vec<(u32, u32)>,
+    children: Vec<Child>,
     /// What our outstanding request asks, if any.
     asked: Option<Asked>,
+    /// What we will ask next, in order (our window is one request, section 2.3).
+    queue: VecDeque<Intent>,
+    /// IKE SAs replaced by rekeys, until deleted.
+    retired: Vec<Retired>,
+    child_collision: Option<ChildCollision>,
+    ike_collision: Option<NewIke>,
+    /// The queue waits until then: the peer answered `TEMPORARY_FAILURE` (section 2.25).
+    hold: Option<Instant>,
+    /// `TEMPORARY_FAILURE`s in a row.
+    busy: u8,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Asked {
-    DeleteIke,
-    DeleteChild(u32, u32),
-    Liveness,
+impl Established {
+    fn new(keys: Keys, own_next: u32, peer_next: u32, first: Option<&ChildSa>) -> Box<Self> {
+        Box::new(Established {
+            keys,
+            own_next,
+            peer_next,
+            children: first
+                .map(|c| Child { spi_in: c.spi_in, spi_out: c.spi_out, closing: false })
+                .into_iter()
+                .collect(),
+            asked: None,
+            queue: VecDeque::new(),
+            retired: Vec::new(),
+            child_collision: None,
+            ike_collision: None,
+            hold: None,
+            busy: 0,
+        })
+    }
+
+    fn child(&mut self, spi_in: u32) -> Option<&mut Child> {
+        self.children.iter_mut().find(|c| c.spi_in == spi_in)
+    }
+
+    fn close_child(&mut self, spi_in: u32) {
+        if let Some(c) = self.child(spi_in) {
+            c.closing = true;
+        }
+    }
 }
+
+/// Retired IKE SAs kept at most (a rekey collision makes two).
+const MAX_RETIRED: usize = 3;
+
+/// Times we ask again after `INVALID_KE_PAYLOAD` or `TEMPORARY_FAILURE`.
+const MAX_TRIES: u8 = 3;
 
 enum State {
     /// Initiator: `IKE_SA_INIT` sent (`cookies`: how many COOKIE challenges so far).
@@ -321,6 +483,42 @@ fn total_wait(r: &Retransmit) -> Duration {
     total
 }
 
+/// How long to wait before asking again after `TEMPORARY_FAILURE`: 1 to 3 s, at random
+/// so that two peers that keep colliding drift apart.
+fn retry_wait(rng: &mut dyn Random) -> Duration {
+    let mut b = [0u8; 2];
+    rng.fill(&mut b);
+    Duration::from_millis(1000 + u64::from(u16::from_be_bytes(b)) % 2000)
+}
+
+/// A header for one of our IKE SAs.
+fn header_for(
+    (spi_i, spi_r): (u64, u64),
+    role: Role,
+    exchange: ExchangeType,
+    message_id: u32,
+    response: bool,
+) -> HeaderRepr {
+    HeaderRepr {
+        spi_i,
+        spi_r,
+        next_payload: PayloadType::NoNextPayload,
+        minor_version: 0,
+        exchange_type: exchange,
+        flags: Flags { initiator: role == Role::Initiator, version: false, response },
+        message_id,
+        payload_len: 0,
+    }
+}
+
+/// What to do after answering a peer's request.
+enum Then {
+    /// The peer deleted the IKE SA.
+    Close,
+    /// The peer rekeyed the IKE SA: the new one takes over.
+    Switch(Box<NewIke>),
+}
+
 /// COOKIE challenges an initiator answers before giving up.
 const MAX_COOKIE_RETRIES: u8 = 3;
 
@@ -378,18 +576,38 @@ impl IkeSa {
     /// When [`IkeSa::handle_timeout`] wants to be called next, if at all.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.pending.as_ref().map(|p| p.deadline)
+        let held = match &self.state {
+            State::Established(e) if !e.queue.is_empty() => e.hold,
+            _ => None,
+        };
+        self.pending.as_ref().map(|p| p.deadline).or(held)
     }
 
-    /// Lets time pass: retransmits an unanswered request, or gives the SA up after the
-    /// last try.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let Some(p) = self.pending.as_mut() else { return };
+    /// Lets time pass: sends requests held back for a while, retransmits an
+    /// unanswered one, or gives the SA up after the last try. (A rekey's delete of the
+    /// old IKE SA that goes unanswered only ends that old SA.)
+    pub fn handle_timeout(&mut self, now: Instant, rng: &mut dyn Random) {
+        let Some(p) = self.pending.as_mut() else {
+            // Requests held back after TEMPORARY_FAILURE may go now.
+            let state = std::mem::replace(&mut self.state, State::Dead);
+            self.state = self.pumped(now, rng, state);
+            return;
+        };
         if now < p.deadline {
             return;
         }
         let r = self.cfg.retransmit;
         if p.sent >= r.tries {
+            if let State::Established(e) = &mut self.state
+                && let Some(Asked::DeleteRetired(spis)) = e.asked
+            {
+                e.asked = None;
+                e.retired.retain(|x| x.spis != spis);
+                self.pending = None;
+                let state = std::mem::replace(&mut self.state, State::Dead);
+                self.state = self.pumped(now, rng, state);
+                return;
+            }
             let sent = p.sent;
             self.state = self.fail(format!(
                 "the peer did not answer ({sent} sends over {} s)",
@@ -490,16 +708,7 @@ impl IkeSa {
     }
 
     fn header(&self, exchange: ExchangeType, message_id: u32, response: bool) -> HeaderRepr {
-        HeaderRepr {
-            spi_i: self.spi_i,
-            spi_r: self.spi_r,
-            next_payload: PayloadType::NoNextPayload,
-            minor_version: 0,
-            exchange_type: exchange,
-            flags: Flags { initiator: self.role == Role::Initiator, version: false, response },
-            message_id,
-            payload_len: 0,
-        }
+        header_for((self.spi_i, self.spi_r), self.role, exchange, message_id, response)
     }
 
     /// Feeds a datagram from the peer. Datagrams that are not for this SA, malformed, or
@@ -536,58 +745,218 @@ impl IkeSa {
     }
 
     /// Asks the peer to delete the whole IKE SA (and so its children): `INFORMATIONAL`
-    /// with `Delete(IKE)`. `false` if the SA is not established or a request of ours is
-    /// still outstanding (our window is one request).
+    /// with `Delete(IKE)`, ahead of anything else we meant to ask. `false` if the SA is
+    /// not established or its delete is already asked.
     pub fn delete(&mut self, now: Instant, rng: &mut dyn Random) -> bool {
-        self.request(now, rng, Asked::DeleteIke)
+        self.ask(now, rng, Intent::DeleteIke)
     }
 
-    /// Asks the peer to delete one child SA, named by its inbound SPI.
+    /// Asks the peer to delete one child SA, named by its inbound SPI. `false` if there
+    /// is no such child or its delete is already asked.
     pub fn delete_child(&mut self, now: Instant, spi_in: u32, rng: &mut dyn Random) -> bool {
-        let spi_out = match &self.state {
-            State::Established(e) => e.children.iter().find(|c| c.0 == spi_in).map(|c| c.1),
-            _ => None,
-        };
-        spi_out.is_some_and(|spi_out| self.request(now, rng, Asked::DeleteChild(spi_in, spi_out)))
+        self.ask(now, rng, Intent::DeleteChild(spi_in))
     }
 
     /// Checks that the peer is alive: an empty `INFORMATIONAL` request. An answer gives
     /// [`Event::PeerAlive`]; silence through all retransmissions fails the SA.
     pub fn check_liveness(&mut self, now: Instant, rng: &mut dyn Random) -> bool {
-        self.request(now, rng, Asked::Liveness)
+        self.ask(now, rng, Intent::Liveness)
     }
 
-    fn request(&mut self, now: Instant, rng: &mut dyn Random, asked: Asked) -> bool {
-        let State::Established(e) = &mut self.state else { return false };
-        if e.asked.is_some() {
+    /// Asks for one more child SA between the two hosts (`CREATE_CHILD_SA`, with PFS
+    /// when the policy has PFS groups): [`Event::ChildUp`] or [`Event::ChildFailed`].
+    pub fn create_child(&mut self, now: Instant, rng: &mut dyn Random) -> bool {
+        self.ask(now, rng, Intent::CreateChild)
+    }
+
+    /// Rekeys a child SA, named by its inbound SPI (section 2.8): [`Event::ChildRekeyed`]
+    /// with the new child, then [`Event::ChildDown`] for the old one. `false` if there is
+    /// no such child, or it is already being replaced or deleted.
+    pub fn rekey_child(&mut self, now: Instant, spi_in: u32, rng: &mut dyn Random) -> bool {
+        self.ask(now, rng, Intent::RekeyChild(spi_in))
+    }
+
+    /// Rekeys the IKE SA itself, always with a new D-H exchange (section 2.18):
+    /// [`Event::IkeRekeyed`] or [`Event::IkeRekeyFailed`].
+    pub fn rekey_ike(&mut self, now: Instant, rng: &mut dyn Random) -> bool {
+        self.ask(now, rng, Intent::RekeyIke)
+    }
+
+    /// Queues `intent` and sends it if our window is free.
+    fn ask(&mut self, now: Instant, rng: &mut dyn Random, intent: Intent) -> bool {
+        let State::Established(mut e) = std::mem::replace(&mut self.state, State::Dead) else {
             return false;
-        }
-        let payloads = match asked {
-            Asked::DeleteIke => {
-                vec![Payload::Delete(DeleteRepr { protocol: ProtocolId::Ike, spis: Vec::new() })]
-            }
-            Asked::DeleteChild(spi_in, _) => {
-                vec![Payload::Delete(DeleteRepr {
-                    protocol: ProtocolId::Esp,
-                    spis: vec![spi_in.to_be_bytes()],
-                })]
-            }
-            Asked::Liveness => Vec::new(),
         };
+        let valid = match intent {
+            Intent::DeleteChild(spi) => e.children.iter().any(|c| c.spi_in == spi),
+            Intent::RekeyChild(spi) => e.children.iter().any(|c| c.spi_in == spi && !c.closing),
+            _ => true,
+        };
+        let already = e.queue.contains(&intent)
+            || match (&e.asked, intent) {
+                (Some(Asked::DeleteIke), Intent::DeleteIke)
+                | (Some(Asked::Liveness), Intent::Liveness)
+                | (Some(Asked::RekeyIke { .. }), Intent::RekeyIke) => true,
+                (Some(Asked::DeleteChild(a, _)), Intent::DeleteChild(b)) => *a == b,
+                (Some(Asked::Child { offer, .. }), Intent::RekeyChild(b)) => offer.rekey == Some(b),
+                _ => false,
+            };
+        let queued = valid && !already;
+        if queued {
+            if intent == Intent::DeleteIke {
+                e.queue.push_front(intent);
+            } else {
+                e.queue.push_back(intent);
+            }
+            self.pump(now, rng, &mut e);
+        }
+        self.state = State::Established(e);
+        queued
+    }
+
+    /// Sends the next queued request if none of ours is outstanding. Intents that no
+    /// longer make sense (a child gone or already replaced) are dropped.
+    fn pump(&mut self, now: Instant, rng: &mut dyn Random, e: &mut Established) {
+        if e.hold.is_some_and(|t| now < t) {
+            return;
+        }
+        e.hold = None;
+        while e.asked.is_none() && self.pending.is_none() {
+            let Some(intent) = e.queue.pop_front() else { return };
+            let (asked, payloads) = match intent {
+                Intent::DeleteIke => (
+                    Asked::DeleteIke,
+                    vec![Payload::Delete(DeleteRepr { protocol: ProtocolId::Ike, spis: vec![] })],
+                ),
+                Intent::DeleteChild(spi_in) => {
+                    let Some(c) = e.child(spi_in) else { continue };
+                    c.closing = true;
+                    let spi_out = c.spi_out;
+                    (
+                        Asked::DeleteChild(spi_in, spi_out),
+                        vec![Payload::Delete(DeleteRepr {
+                            protocol: ProtocolId::Esp,
+                            spis: vec![spi_in.to_be_bytes()],
+                        })],
+                    )
+                }
+                Intent::Liveness => (Asked::Liveness, Vec::new()),
+                Intent::CreateChild => {
+                    let offer = self.child_offer(None, None, rng);
+                    let payloads = offer.request(&self.cfg);
+                    (Asked::Child { offer, tries: 0 }, payloads)
+                }
+                Intent::RekeyChild(spi_in) => {
+                    if !e.children.iter().any(|c| c.spi_in == spi_in && !c.closing) {
+                        continue;
+                    }
+                    let offer = self.child_offer(Some(spi_in), None, rng);
+                    let payloads = offer.request(&self.cfg);
+                    (Asked::Child { offer, tries: 0 }, payloads)
+                }
+                Intent::RekeyIke => {
+                    let offer = self.ike_offer(e.keys.algorithms.group, rng);
+                    let payloads = offer.request(&self.cfg.policy);
+                    (Asked::RekeyIke { offer, tries: 0 }, payloads)
+                }
+                Intent::DeleteRetired(spis) => {
+                    let Some(r) = e.retired.iter_mut().find(|r| r.spis == spis) else { continue };
+                    let id = r.own_next;
+                    r.own_next = r.own_next.wrapping_add(1);
+                    let header = header_for(r.spis, r.role, ExchangeType::Informational, id, false);
+                    let delete =
+                        Payload::Delete(DeleteRepr { protocol: ProtocolId::Ike, spis: vec![] });
+                    let bytes =
+                        seal(&r.keys.sk(r.role == Role::Initiator), &header, &[delete], rng);
+                    e.asked = Some(Asked::DeleteRetired(spis));
+                    self.send_request(now, bytes);
+                    return;
+                }
+            };
+            self.send_asked(now, rng, e, asked, &payloads);
+        }
+    }
+
+    /// Sends our request `asked` on the current SA.
+    fn send_asked(
+        &mut self,
+        now: Instant,
+        rng: &mut dyn Random,
+        e: &mut Established,
+        asked: Asked,
+        payloads: &[Payload],
+    ) {
         let id = e.own_next;
         e.own_next = e.own_next.wrapping_add(1);
+        let header = self.header(asked.exchange(), id, false);
+        let bytes = seal(&e.keys.sk(self.role == Role::Initiator), &header, payloads, rng);
         e.asked = Some(asked);
-        let sk = e.keys.sk(self.role == Role::Initiator);
-        let bytes = seal(&sk, &self.header(ExchangeType::Informational, id, false), &payloads, rng);
         self.send_request(now, bytes);
+    }
+
+    /// The peer is busy with an exchange that collides with ours: ask again after a
+    /// while, unless it has been busy too often in a row. Whether we will.
+    fn later(now: Instant, rng: &mut dyn Random, e: &mut Established, intent: Intent) -> bool {
+        e.busy += 1;
+        if e.busy > MAX_TRIES {
+            e.busy = 0;
+            return false;
+        }
+        e.queue.push_front(intent);
+        e.hold = Some(now + retry_wait(rng));
         true
     }
 
-    /// A message for the established SA: the answer to our request, or a request of the
-    /// peer's (each direction has its own message IDs, section 2.2).
+    fn child_offer(
+        &self,
+        rekey: Option<u32>,
+        group: Option<Group>,
+        rng: &mut dyn Random,
+    ) -> ChildOffer {
+        let pfs = group.or_else(|| self.cfg.policy.pfs_groups.first().copied());
+        ChildOffer::new(random_esp_spi(rng), rekey, pfs, NONCE_LEN, rng)
+    }
+
+    fn ike_offer(&self, current: Group, rng: &mut dyn Random) -> IkeOffer {
+        // The group of the SA we rekey, if we still allow it: the peer took it before.
+        let groups = &self.cfg.policy.groups;
+        let group = if groups.contains(&current) {
+            current
+        } else {
+            groups.first().copied().unwrap_or(current)
+        };
+        IkeOffer::new(random_spi(rng), group, NONCE_LEN, rng)
+    }
+
+    /// A message for the established SA, or for one it replaced: routed by its SPIs.
     fn on_established(
         &mut self,
-        _now: Instant,
+        now: Instant,
+        datagram: &[u8],
+        rng: &mut dyn Random,
+        mut e: Box<Established>,
+    ) -> State {
+        let Some(spis) = HeaderPacket::new_checked(datagram)
+            .ok()
+            .and_then(|p| HeaderRepr::parse(&p).ok())
+            .map(|h| (h.spi_i, h.spi_r))
+        else {
+            return State::Established(e);
+        };
+        if spis == (self.spi_i, self.spi_r) {
+            return self.on_current(now, datagram, rng, e);
+        }
+        if let Some(i) = e.retired.iter().position(|r| r.spis == spis) {
+            self.on_retired(now, datagram, rng, &mut e, i);
+        }
+        State::Established(e)
+    }
+
+    /// A message for the current SA: the answer to our request, or a request of the
+    /// peer's (each direction has its own message IDs, section 2.2).
+    fn on_current(
+        &mut self,
+        now: Instant,
         datagram: &[u8],
         rng: &mut dyn Random,
         mut e: Box<Established>,
@@ -597,82 +966,482 @@ impl IkeSa {
             return State::Established(e);
         };
         let h = opened.header;
-        if h.spi_i != self.spi_i || h.spi_r != self.spi_r || h.flags.initiator != from_initiator {
+        if h.flags.initiator != from_initiator {
             return State::Established(e);
         }
         if h.flags.response {
             // Only the answer to our outstanding request counts.
-            let (Some(asked), true) = (e.asked, h.message_id == e.own_next.wrapping_sub(1)) else {
+            let answers = self.pending.is_some()
+                && h.message_id == e.own_next.wrapping_sub(1)
+                && e.asked.as_ref().is_some_and(|a| a.exchange() == h.exchange_type);
+            if !answers {
                 return State::Established(e);
-            };
+            }
             self.pending = None;
-            e.asked = None;
-            return match asked {
-                Asked::DeleteIke => {
-                    self.events.push_back(Event::Closed { reason: "deleted by us".into() });
-                    State::Dead
-                }
-                Asked::DeleteChild(spi_in, spi_out) => {
-                    e.children.retain(|c| c.0 != spi_in);
-                    self.events.push_back(Event::ChildDown { spi_in, spi_out });
-                    State::Established(e)
-                }
-                Asked::Liveness => {
-                    self.events.push_back(Event::PeerAlive);
-                    State::Established(e)
-                }
-            };
+            let Some(asked) = e.asked.take() else { return State::Established(e) };
+            let state = self.on_answer(now, rng, e, asked, &opened.payloads);
+            return self.pumped(now, rng, state);
         }
-        if h.message_id != e.peer_next || h.exchange_type != ExchangeType::Informational {
+        if h.message_id != e.peer_next
+            || !matches!(h.exchange_type, ExchangeType::Informational | ExchangeType::CreateChildSa)
+        {
             // A retransmission we answered is handled by the cache before this point;
-            // anything else out of order, or an exchange not implemented yet, is dropped.
+            // anything else out of order, or another exchange, is dropped.
             return State::Established(e);
         }
         e.peer_next = e.peer_next.wrapping_add(1);
+        let (answer, then) = if h.exchange_type == ExchangeType::Informational {
+            let (answer, closed) = self.informational(&mut e, &opened.payloads);
+            (answer, closed.then_some(Then::Close))
+        } else {
+            self.create_child_sa(&mut e, &opened.payloads, rng)
+        };
+        let sk = e.keys.sk(self.role == Role::Initiator);
+        let bytes = seal(&sk, &self.header(h.exchange_type, h.message_id, true), &answer, rng);
+        self.send_response(datagram, bytes);
+        match then {
+            Some(Then::Close) => {
+                self.pending = None;
+                self.events.push_back(Event::Closed { reason: "deleted by the peer".into() });
+                State::Dead
+            }
+            Some(Then::Switch(new)) => {
+                self.switch_to(&mut e, *new);
+                self.pumped(now, rng, State::Established(e))
+            }
+            None => State::Established(e),
+        }
+    }
+
+    fn pumped(&mut self, now: Instant, rng: &mut dyn Random, state: State) -> State {
+        match state {
+            State::Established(mut e) => {
+                self.pump(now, rng, &mut e);
+                State::Established(e)
+            }
+            other => other,
+        }
+    }
+
+    /// A message for an IKE SA a rekey replaced: the answer to its delete, or a request
+    /// of the peer's sent before it saw the rekey.
+    fn on_retired(
+        &mut self,
+        now: Instant,
+        datagram: &[u8],
+        rng: &mut dyn Random,
+        est: &mut Established,
+        idx: usize,
+    ) {
+        let old = &est.retired[idx];
+        let from_initiator = old.role == Role::Responder;
+        let Ok(opened) = open(&old.keys.sk(from_initiator), datagram) else { return };
+        let hdr = opened.header;
+        if hdr.flags.initiator != from_initiator {
+            return;
+        }
+        let ours = matches!(est.asked, Some(Asked::DeleteRetired(s)) if s == old.spis);
+        if hdr.flags.response {
+            if ours && hdr.message_id == old.own_next.wrapping_sub(1) {
+                self.pending = None;
+                est.asked = None;
+                est.retired.remove(idx);
+                self.pump(now, rng, est);
+            }
+            return;
+        }
+        if hdr.message_id != old.peer_next {
+            return;
+        }
+        est.retired[idx].peer_next = old.peer_next.wrapping_add(1);
+        let (answer, closed) = match hdr.exchange_type {
+            ExchangeType::Informational => self.informational(est, &opened.payloads),
+            // A rekey that crossed ours, arriving after ours completed (section 2.25).
+            ExchangeType::CreateChildSa => {
+                (Refusal { kind: NotifyType::TemporaryFailure, data: vec![] }.payloads(), false)
+            }
+            _ => return,
+        };
+        let old = &est.retired[idx];
+        let header = header_for(old.spis, old.role, hdr.exchange_type, hdr.message_id, true);
+        let bytes = seal(&old.keys.sk(old.role == Role::Initiator), &header, &answer, rng);
+        self.send_response(datagram, bytes);
+        if closed {
+            est.retired.remove(idx);
+            if ours {
+                // Both sides deleted it at once: ours needs no answer any more.
+                self.pending = None;
+                est.asked = None;
+                self.pump(now, rng, est);
+            }
+        }
+    }
+
+    /// The peer's `INFORMATIONAL` request: deletes and liveness checks. Our answer, and
+    /// whether the peer deleted the IKE SA it came on.
+    fn informational(&mut self, e: &mut Established, payloads: &[Payload]) -> (Vec<Payload>, bool) {
         let mut answer = Vec::new();
         let mut closed = false;
-        for p in &opened.payloads {
-            if let Payload::Delete(d) = p {
-                match d.protocol {
-                    ProtocolId::Ike => closed = true,
-                    ProtocolId::Esp => {
-                        // The peer names its inbound SPIs, which are our outbound ones; we
-                        // answer with our inbound SPIs of the same children.
-                        let mut ours = Vec::new();
-                        for spi in &d.spis {
-                            let theirs = u32::from_be_bytes(*spi);
-                            if let Some(&(spi_in, spi_out)) =
-                                e.children.iter().find(|c| c.1 == theirs)
-                            {
-                                e.children.retain(|c| c.0 != spi_in);
-                                self.events.push_back(Event::ChildDown { spi_in, spi_out });
-                                ours.push(spi_in.to_be_bytes());
-                            }
-                        }
-                        if !ours.is_empty() {
-                            answer.push(Payload::Delete(DeleteRepr {
-                                protocol: ProtocolId::Esp,
-                                spis: ours,
-                            }));
+        for p in payloads {
+            let Payload::Delete(d) = p else { continue };
+            match d.protocol {
+                ProtocolId::Ike => closed = true,
+                ProtocolId::Esp => {
+                    // The peer names its inbound SPIs, which are our outbound ones; we
+                    // answer with our inbound SPIs of the same children.
+                    let mut ours = Vec::new();
+                    for spi in &d.spis {
+                        let theirs = u32::from_be_bytes(*spi);
+                        if let Some(i) = e.children.iter().position(|c| c.spi_out == theirs) {
+                            let c = e.children.remove(i);
+                            self.events.push_back(Event::ChildDown {
+                                spi_in: c.spi_in,
+                                spi_out: c.spi_out,
+                            });
+                            ours.push(c.spi_in.to_be_bytes());
                         }
                     }
-                    _ => {}
+                    if !ours.is_empty() {
+                        answer.push(Payload::Delete(DeleteRepr {
+                            protocol: ProtocolId::Esp,
+                            spis: ours,
+                        }));
+                    }
                 }
+                _ => {}
             }
         }
         if closed {
             answer.clear(); // section 1.4.1: the answer to an IKE SA delete is empty
         }
-        let sk = e.keys.sk(self.role == Role::Initiator);
-        let bytes =
-            seal(&sk, &self.header(ExchangeType::Informational, h.message_id, true), &answer, rng);
-        self.send_response(datagram, bytes);
-        if closed {
-            self.pending = None;
-            self.events.push_back(Event::Closed { reason: "deleted by the peer".into() });
-            return State::Dead;
+        (answer, closed)
+    }
+
+    /// The peer's `CREATE_CHILD_SA` request: our answer, and what to do once it is sent.
+    fn create_child_sa(
+        &mut self,
+        e: &mut Established,
+        payloads: &[Payload],
+        rng: &mut dyn Random,
+    ) -> (Vec<Payload>, Option<Then>) {
+        let temporary = || Refusal { kind: NotifyType::TemporaryFailure, data: vec![] }.payloads();
+        let request = match create_child_sa::parse_request(payloads) {
+            Ok(r) => r,
+            Err(refusal) => return (refusal.payloads(), None),
+        };
+        let prf_d = (e.keys.algorithms.prf, e.keys.ike.sk_d.as_slice());
+        match request {
+            Request::Ike { sa, ni, ke } => {
+                // Only a rekey of our own may cross the peer's; anything else of ours in
+                // flight would straddle the two SAs.
+                let colliding = matches!(e.asked, Some(Asked::RekeyIke { .. }));
+                if e.asked.is_some() && !colliding {
+                    return (temporary(), None);
+                }
+                let spi = random_spi(rng);
+                let ans = match create_child_sa::answer_ike(
+                    &self.cfg.policy,
+                    (sa, ke),
+                    spi,
+                    (NONCE_LEN, rng),
+                ) {
+                    Ok(ans) => ans,
+                    Err(refusal) => return (refusal.payloads(), None),
+                };
+                let spis = (ans.spi_i, spi);
+                let keys = Keys {
+                    algorithms: ans.algorithms,
+                    ike: rekeyed_ike_keys(prf_d, ans.algorithms, &ans.g_ir, (ni, &ans.nr), spis),
+                };
+                let new =
+                    NewIke { keys, spis, role: Role::Responder, nonces: (ni.to_vec(), ans.nr) };
+                if colliding {
+                    e.ike_collision = Some(new);
+                    (ans.response, None)
+                } else {
+                    (ans.response, Some(Then::Switch(Box::new(new))))
+                }
+            }
+            Request::Child { rekey, sa, ni, ke, payloads } => {
+                if matches!(e.asked, Some(Asked::RekeyIke { .. })) {
+                    return (temporary(), None);
+                }
+                let old = match rekey {
+                    None => None,
+                    Some(theirs) => match e.children.iter().find(|c| c.spi_out == theirs) {
+                        None => {
+                            let refusal = NotifyRepr {
+                                protocol: Some(ProtocolId::Esp),
+                                spi: theirs.to_be_bytes().to_vec(),
+                                kind: NotifyType::ChildSaNotFound,
+                                data: vec![],
+                            };
+                            return (vec![Payload::Notify(refusal)], None);
+                        }
+                        Some(c) if c.closing => return (temporary(), None),
+                        Some(c) => Some(c.spi_in),
+                    },
+                };
+                let spi = random_esp_spi(rng);
+                let ans = match create_child_sa::answer_child(
+                    &self.cfg,
+                    prf_d,
+                    (sa, ni, ke, payloads),
+                    spi,
+                    (NONCE_LEN, rng),
+                ) {
+                    Ok(ans) => ans,
+                    Err(refusal) => return (refusal.payloads(), None),
+                };
+                let made = ans.child.spi_in;
+                e.children.push(Child { spi_in: made, spi_out: ans.child.spi_out, closing: false });
+                match old {
+                    None => self.events.push_back(Event::ChildUp(ans.child)),
+                    Some(old) => {
+                        let ours = matches!(&e.asked,
+                            Some(Asked::Child { offer, .. }) if offer.rekey == Some(old));
+                        if ours {
+                            // Both sides rekey it: settled when our answer comes.
+                            let nonces = (ni.to_vec(), ans.nr);
+                            e.child_collision = Some(ChildCollision { old, made, nonces });
+                        } else {
+                            e.close_child(old); // the peer deletes it
+                        }
+                        self.events
+                            .push_back(Event::ChildRekeyed { old_spi_in: old, child: ans.child });
+                    }
+                }
+                (ans.response, None)
+            }
+        }
+    }
+
+    /// The answer to our request.
+    fn on_answer(
+        &mut self,
+        now: Instant,
+        rng: &mut dyn Random,
+        mut e: Box<Established>,
+        asked: Asked,
+        payloads: &[Payload],
+    ) -> State {
+        let busy = payloads
+            .iter()
+            .any(|p| matches!(p, Payload::Notify(n) if n.kind == NotifyType::TemporaryFailure));
+        if !busy {
+            e.busy = 0;
+        }
+        match asked {
+            Asked::DeleteIke => {
+                self.events.push_back(Event::Closed { reason: "deleted by us".into() });
+                return State::Dead;
+            }
+            Asked::DeleteChild(spi_in, spi_out) => {
+                // Gone already if the peer deleted it at the same time.
+                if let Some(i) = e.children.iter().position(|c| c.spi_in == spi_in) {
+                    e.children.remove(i);
+                    self.events.push_back(Event::ChildDown { spi_in, spi_out });
+                }
+            }
+            Asked::Liveness => self.events.push_back(Event::PeerAlive),
+            Asked::DeleteRetired(_) => {}
+            Asked::Child { offer, tries } => {
+                self.on_child_answer(now, rng, &mut e, &offer, tries, payloads);
+            }
+            Asked::RekeyIke { offer, tries } => {
+                self.on_ike_rekey_answer(now, rng, &mut e, offer, tries, payloads);
+            }
         }
         State::Established(e)
+    }
+
+    fn on_child_answer(
+        &mut self,
+        now: Instant,
+        rng: &mut dyn Random,
+        e: &mut Established,
+        offer: &ChildOffer,
+        tries: u8,
+        payloads: &[Payload],
+    ) {
+        let prf_d = (e.keys.algorithms.prf, e.keys.ike.sk_d.as_slice());
+        let collision = match offer.rekey {
+            Some(old) if e.child_collision.as_ref().is_some_and(|c| c.old == old) => {
+                e.child_collision.take()
+            }
+            _ => None,
+        };
+        match offer.process_response(&self.cfg, prf_d, payloads) {
+            Ok((child, nr)) => {
+                let made = child.spi_in;
+                e.children.push(Child { spi_in: made, spi_out: child.spi_out, closing: false });
+                let Some(old) = offer.rekey else {
+                    self.events.push_back(Event::ChildUp(child));
+                    return;
+                };
+                self.events.push_back(Event::ChildRekeyed { old_spi_in: old, child });
+                e.close_child(old);
+                match collision {
+                    // Ours made the redundant child: we delete it, the peer the old one.
+                    Some(c) if lowest(&(offer.ni.clone(), nr.clone())) < lowest(&c.nonces) => {
+                        e.close_child(made);
+                        e.queue.push_front(Intent::DeleteChild(made));
+                    }
+                    // The peer's is redundant: it deletes that one, and we the old one.
+                    Some(c) => {
+                        e.close_child(c.made);
+                        e.queue.push_front(Intent::DeleteChild(old));
+                    }
+                    None => e.queue.push_front(Intent::DeleteChild(old)),
+                }
+            }
+            // The peer refused ours because it rekeyed the child itself: its rekey stands.
+            Err(Failure::Temporary | Failure::NotFound) if collision.is_some() => {
+                if let Some(old) = offer.rekey {
+                    e.close_child(old);
+                }
+            }
+            Err(Failure::RetryWithGroup(g)) if tries < MAX_TRIES => {
+                let offer = self.child_offer(offer.rekey, Some(g), rng);
+                let payloads = offer.request(&self.cfg);
+                self.send_asked(now, rng, e, Asked::Child { offer, tries: tries + 1 }, &payloads);
+            }
+            Err(Failure::Temporary)
+                if Self::later(
+                    now,
+                    rng,
+                    e,
+                    offer.rekey.map_or(Intent::CreateChild, Intent::RekeyChild),
+                ) => {}
+            Err(f) => {
+                let what = match offer.rekey {
+                    Some(old) => format!("rekey of child SA {old:#010x}"),
+                    None => "new child SA".to_string(),
+                };
+                let reason = match f {
+                    Failure::NotFound => format!("{what}: the peer has no such child SA"),
+                    Failure::Temporary => format!("{what}: the peer stayed busy"),
+                    Failure::RetryWithGroup(_) => format!("{what}: no D-H group agreed"),
+                    Failure::Failed(why) => format!("{what}: {why}"),
+                };
+                self.events.push_back(Event::ChildFailed { reason });
+            }
+        }
+    }
+
+    fn on_ike_rekey_answer(
+        &mut self,
+        now: Instant,
+        rng: &mut dyn Random,
+        e: &mut Established,
+        offer: IkeOffer,
+        tries: u8,
+        payloads: &[Payload],
+    ) {
+        let collision = e.ike_collision.take();
+        match offer.process_response(&self.cfg.policy, payloads) {
+            Ok(ans) => {
+                let prf_d = (e.keys.algorithms.prf, e.keys.ike.sk_d.as_slice());
+                let spis = (offer.spi, ans.spi_r);
+                let keys = Keys {
+                    algorithms: ans.algorithms,
+                    ike: rekeyed_ike_keys(
+                        prf_d,
+                        ans.algorithms,
+                        &ans.g_ir,
+                        (&offer.ni, &ans.nr),
+                        spis,
+                    ),
+                };
+                let ours = NewIke { keys, spis, role: Role::Initiator, nonces: (offer.ni, ans.nr) };
+                match collision {
+                    // Ours is redundant: the peer's SA takes over and the peer deletes the
+                    // old one; we delete ours.
+                    Some(theirs) if lowest(&ours.nonces) < lowest(&theirs.nonces) => {
+                        let redundant = ours.spis;
+                        Self::retire(e, ours);
+                        self.switch_to(e, theirs);
+                        e.queue.push_front(Intent::DeleteRetired(redundant));
+                    }
+                    // Theirs is redundant (the peer deletes it): ours takes over and we
+                    // delete the old one.
+                    Some(theirs) => {
+                        let old = (self.spi_i, self.spi_r);
+                        Self::retire(e, theirs);
+                        self.switch_to(e, ours);
+                        e.queue.push_front(Intent::DeleteRetired(old));
+                    }
+                    None => {
+                        let old = (self.spi_i, self.spi_r);
+                        self.switch_to(e, ours);
+                        e.queue.push_front(Intent::DeleteRetired(old));
+                    }
+                }
+            }
+            // Refused because the peer rekeyed at the same time: its SA takes over.
+            Err(Failure::Temporary) if collision.is_some() => {
+                if let Some(theirs) = collision {
+                    self.switch_to(e, theirs);
+                }
+            }
+            Err(Failure::RetryWithGroup(g)) if tries < MAX_TRIES => {
+                let offer = IkeOffer::new(random_spi(rng), g, NONCE_LEN, rng);
+                let payloads = offer.request(&self.cfg.policy);
+                self.send_asked(
+                    now,
+                    rng,
+                    e,
+                    Asked::RekeyIke { offer, tries: tries + 1 },
+                    &payloads,
+                );
+            }
+            Err(Failure::Temporary) if Self::later(now, rng, e, Intent::RekeyIke) => {}
+            Err(f) => {
+                let reason = match f {
+                    Failure::Failed(why) => format!("IKE SA rekey: {why}"),
+                    Failure::Temporary => "IKE SA rekey: the peer stayed busy".into(),
+                    Failure::RetryWithGroup(_) => "IKE SA rekey: no D-H group agreed".into(),
+                    Failure::NotFound => "IKE SA rekey: refused".into(),
+                };
+                self.events.push_back(Event::IkeRekeyFailed { reason });
+            }
+        }
+    }
+
+    /// Keeps an IKE SA that lost a rekey collision until its delete.
+    fn retire(e: &mut Established, sa: NewIke) {
+        e.retired.push(Retired {
+            keys: sa.keys,
+            spis: sa.spis,
+            role: sa.role,
+            own_next: 0,
+            peer_next: 0,
+        });
+        if e.retired.len() > MAX_RETIRED {
+            e.retired.remove(0);
+        }
+    }
+
+    /// Makes a new IKE SA the current one; the current one is retired until deleted.
+    fn switch_to(&mut self, e: &mut Established, new: NewIke) {
+        let algorithms = new.keys.algorithms;
+        let old = Retired {
+            keys: std::mem::replace(&mut e.keys, new.keys),
+            spis: (self.spi_i, self.spi_r),
+            role: self.role,
+            own_next: e.own_next,
+            peer_next: e.peer_next,
+        };
+        e.retired.push(old);
+        if e.retired.len() > MAX_RETIRED {
+            e.retired.remove(0);
+        }
+        (self.spi_i, self.spi_r) = new.spis;
+        self.role = new.role;
+        // Section 2.18: the new IKE SA's message IDs start at zero.
+        e.own_next = 0;
+        e.peer_next = 0;
+        self.events.push_back(Event::IkeRekeyed { spis: new.spis, algorithms });
     }
 
     fn on_init_response(
@@ -794,24 +1563,15 @@ impl IkeSa {
                 let bytes = seal(&keys.sk(false), &header, &response, rng);
                 self.send_response(datagram, bytes);
                 self.events.push_back(Event::IkeUp { peer, algorithms: keys.algorithms });
-                let mut children = Vec::new();
+                // The initiator's requests so far were 0 and 1; the responder made none.
+                let e = Established::new(keys, 0, 2, child.as_ref());
                 match child {
-                    Some(c) => {
-                        children.push((c.spi_in, c.spi_out));
-                        self.events.push_back(Event::ChildUp(c));
-                    }
+                    Some(c) => self.events.push_back(Event::ChildUp(c)),
                     None => self.events.push_back(Event::ChildFailed {
                         reason: "child SA refused (see our response)".into(),
                     }),
                 }
-                // The initiator's requests so far were 0 and 1; the responder made none.
-                State::Established(Box::new(Established {
-                    keys,
-                    own_next: 0,
-                    peer_next: 2,
-                    children,
-                    asked: None,
-                }))
+                State::Established(e)
             }
             Err(ike_auth::Refused { response, reason }) => {
                 let bytes = seal(&keys.sk(false), &header, &response, rng);
@@ -847,26 +1607,20 @@ impl IkeSa {
             Ok((peer, child)) => {
                 self.pending = None;
                 self.events.push_back(Event::IkeUp { peer, algorithms: keys.algorithms });
-                let mut children = Vec::new();
+                let e = Established::new(keys, 2, 0, child.as_ref().ok());
                 match child {
-                    Ok(c) => {
-                        children.push((c.spi_in, c.spi_out));
-                        self.events.push_back(Event::ChildUp(c));
-                    }
+                    Ok(c) => self.events.push_back(Event::ChildUp(c)),
                     Err(reason) => self.events.push_back(Event::ChildFailed { reason }),
                 }
-                State::Established(Box::new(Established {
-                    keys,
-                    own_next: 2,
-                    peer_next: 0,
-                    children,
-                    asked: None,
-                }))
+                State::Established(e)
             }
             Err(reason) => self.fail(format!("IKE_AUTH: {reason}")),
         }
     }
 }
+
+#[cfg(test)]
+mod rekey_tests;
 
 #[cfg(test)]
 mod tests {
@@ -909,18 +1663,18 @@ mod tests {
         }
     }
 
-    fn fqdn(name: &str) -> IdRepr {
+    pub(super) fn fqdn(name: &str) -> IdRepr {
         IdRepr { id_type: IdType::Fqdn, data: name.as_bytes().to_vec() }
     }
 
-    struct Side {
+    pub(super) struct Side {
         signer: Arc<dyn Signer + Send + Sync>,
         cert: Vec<u8>,
         ed25519: Option<[u8; 32]>,
         p256: Option<Vec<u8>>,
     }
 
-    fn side(ecdsa: bool, seed: u8) -> Side {
+    pub(super) fn side(ecdsa: bool, seed: u8) -> Side {
         if ecdsa {
             let s = EcdsaP256Signer::from_bytes(&[seed; 32]).unwrap();
             let pk = s.public_key();
@@ -932,7 +1686,7 @@ mod tests {
         }
     }
 
-    fn config(
+    pub(super) fn config(
         me: &Side,
         my_name: &str,
         peer: &Side,
@@ -960,7 +1714,7 @@ mod tests {
     /// Runs the exchanges between a fresh initiator and the responder its first request
     /// creates, passing every datagram through `tamper`; returns both and the count of
     /// datagrams exchanged.
-    fn run(
+    pub(super) fn run(
         i_cfg: Arc<Config>,
         r_cfg: &Arc<Config>,
         rng: &mut TestRng,
@@ -1003,11 +1757,11 @@ mod tests {
         (initiator, responder, count)
     }
 
-    fn events(sa: &mut IkeSa) -> Vec<Event> {
+    pub(super) fn events(sa: &mut IkeSa) -> Vec<Event> {
         std::iter::from_fn(|| sa.poll_event()).collect()
     }
 
-    fn child(events: &[Event]) -> &ChildSa {
+    pub(super) fn child(events: &[Event]) -> &ChildSa {
         events
             .iter()
             .find_map(|e| if let Event::ChildUp(c) = e { Some(c) } else { None })
@@ -1254,13 +2008,13 @@ mod tests {
                     initiator.handle(now, &d, rng);
                 }
             } else {
-                initiator.handle_timeout(now);
+                initiator.handle_timeout(now, rng);
             }
         }
         (initiator, responder, now - start, initiator_sent)
     }
 
-    fn pair_configs(rng_seed: u8) -> (Arc<Config>, Arc<Config>) {
+    pub(super) fn pair_configs(rng_seed: u8) -> (Arc<Config>, Arc<Config>) {
         let (alice, bob) = (side(false, rng_seed), side(false, rng_seed + 1));
         (
             config(&alice, "a.mesh", &bob, "b.mesh", Policy::default(), ("10.0.0.1", "10.0.0.2")),
@@ -1313,7 +2067,7 @@ mod tests {
     }
 
     /// An established pair (initiator, responder) with their set-up events drained.
-    fn established(rng: &mut TestRng) -> (IkeSa, IkeSa) {
+    pub(super) fn established(rng: &mut TestRng) -> (IkeSa, IkeSa) {
         let (i_cfg, r_cfg) = pair_configs(1);
         let (mut init, resp, _) = run(i_cfg, &r_cfg, rng, &mut |_, _| {});
         let mut resp = resp.unwrap();
@@ -1323,7 +2077,7 @@ mod tests {
     }
 
     /// Moves datagrams both ways until none is left; how many moved.
-    fn shuttle(a: &mut IkeSa, b: &mut IkeSa, now: Instant, rng: &mut TestRng) -> usize {
+    pub(super) fn shuttle(a: &mut IkeSa, b: &mut IkeSa, now: Instant, rng: &mut TestRng) -> usize {
         let mut moved = 0;
         loop {
             let mut any = false;
@@ -1413,7 +2167,7 @@ mod tests {
                 sends += 1;
             }
             now = deadline;
-            init.handle_timeout(now);
+            init.handle_timeout(now, &mut rng);
         }
         let ie = events(&mut init);
         assert_eq!(sends, 5);

@@ -44,8 +44,9 @@ pub fn skeyseed(prf: Prf, ni: &[u8], nr: &[u8], g_ir: &[u8]) -> Secret {
     prf.prf(&key, &[g_ir])
 }
 
-/// `SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr)`, for an IKE SA rekey. The PRF is
-/// the new SA's; `sk_d` the old SA's.
+/// `SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr)`, for an IKE SA rekey. Both the
+/// PRF and `sk_d` are the old SA's: the rekey exchange belongs to the old SA (RFC 7296
+/// section 2.18); the new SA's PRF only drives the `prf+` that follows.
 pub fn skeyseed_rekey(prf: Prf, sk_d_old: &[u8], g_ir_new: &[u8], ni: &[u8], nr: &[u8]) -> Secret {
     prf.prf(sk_d_old, &[g_ir_new, ni, nr])
 }
