@@ -16,12 +16,15 @@
 //! - [`proposal`]: what we offer and how a responder chooses (section 2.7).
 //! - [`sa`]: the IKE SA state machine that drives the exchanges: message IDs,
 //!   retransmissions, the responder's cache, and timers.
+//! - [`endpoint`]: all IKE SAs of one socket: routing by SPI, new responder SAs behind
+//!   the cookie gate, half-open limits.
 //!
 //! `ike` depends on no other ikemesh crate: certificate checks and policy decisions are
 //! traits defined here and implemented by `ca` and `mesh`.
 
 pub mod cookie;
 pub mod crypto;
+pub mod endpoint;
 pub mod exchange;
 pub mod proposal;
 pub mod sa;

@@ -676,6 +676,23 @@ impl IkeSa {
         (self.spi_i, self.spi_r)
     }
 
+    /// Our SPIs: this IKE SA's, and those of SAs a rekey replaced until they are
+    /// deleted. A datagram whose header names one of them belongs here.
+    pub fn local_spis(&self) -> Vec<u64> {
+        let ours = |(i, r): (u64, u64), role: Role| if role == Role::Initiator { i } else { r };
+        let mut v = vec![ours((self.spi_i, self.spi_r), self.role)];
+        if let State::Established(e) = &self.state {
+            v.extend(e.retired.iter().map(|r| ours(r.spis, r.role)));
+        }
+        v
+    }
+
+    /// Whether the SA is over (failed, or deleted): nothing more will happen to it once
+    /// its last datagrams are sent.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Dead)
+    }
+
     /// Whether the IKE SA is established.
     pub fn is_established(&self) -> bool {
         matches!(self.state, State::Established { .. })
@@ -1623,7 +1640,7 @@ impl IkeSa {
 mod rekey_tests;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::crypto::auth::{EcdsaP256Signer, EcdsaP256Verifier, Ed25519Signer, Ed25519Verifier};
     use crate::crypto::sk::SkCipher;
@@ -2014,7 +2031,7 @@ mod tests {
         (initiator, responder, now - start, initiator_sent)
     }
 
-    pub(super) fn pair_configs(rng_seed: u8) -> (Arc<Config>, Arc<Config>) {
+    pub(crate) fn pair_configs(rng_seed: u8) -> (Arc<Config>, Arc<Config>) {
         let (alice, bob) = (side(false, rng_seed), side(false, rng_seed + 1));
         (
             config(&alice, "a.mesh", &bob, "b.mesh", Policy::default(), ("10.0.0.1", "10.0.0.2")),
