@@ -24,7 +24,7 @@
 use crate::crypto::auth::{SigAlg, Signer, Verifier};
 use crate::crypto::dh::{Group, KeyPair};
 use crate::crypto::keys::{IkeKeys, ike_keys, skeyseed};
-use crate::crypto::sk::{SkKeys, open, seal};
+use crate::crypto::sk::{OpenError, SkKeys, open, seal};
 use crate::crypto::{Random, Secret};
 use crate::exchange::create_child_sa::{
     self, ChildOffer, Failure, IkeOffer, Refusal, Request, rekeyed_ike_keys,
@@ -511,6 +511,17 @@ fn header_for(
     }
 }
 
+/// The error notification for a request we cannot read: `UNSUPPORTED_CRITICAL_PAYLOAD`
+/// with the payload type (section 2.5), or `INVALID_SYNTAX`.
+fn malformed_notify(error: &crate::wire::Error) -> NotifyRepr {
+    match error {
+        crate::wire::Error::UnsupportedCriticalPayload(kind) => {
+            NotifyRepr::new(NotifyType::UnsupportedCriticalPayload, vec![*kind])
+        }
+        _ => NotifyRepr::new(NotifyType::InvalidSyntax, Vec::new()),
+    }
+}
+
 /// What to do after answering a peer's request.
 enum Then {
     /// The peer deleted the IKE SA.
@@ -630,7 +641,28 @@ impl IkeSa {
         datagram: &[u8],
         rng: &mut dyn Random,
     ) -> (Option<Self>, Option<Vec<u8>>) {
-        let Ok(msg) = Message::parse(datagram) else { return (None, None) };
+        let msg = match Message::parse(datagram) {
+            Ok(msg) => msg,
+            // An IKE_SA_INIT request we cannot read is answered without keeping state
+            // (sections 2.5 and 2.21.1); anything else is dropped.
+            Err(error) => {
+                let refusal = HeaderPacket::new_checked(datagram)
+                    .ok()
+                    .and_then(|p| HeaderRepr::parse(&p).ok())
+                    .filter(|h| {
+                        h.exchange_type == ExchangeType::IkeSaInit
+                            && h.flags.initiator
+                            && !h.flags.response
+                            && h.message_id == 0
+                            && h.spi_r == 0
+                    })
+                    .map(|h| {
+                        let n = malformed_notify(&error);
+                        ike_sa_init::refusal(h.spi_i, n.kind, n.data)
+                    });
+                return (None, refusal);
+            }
+        };
         match ike_sa_init::process_request(&cfg.policy, &msg) {
             None => (None, None),
             Some(Answer::Refuse(kind, data)) => {
@@ -979,8 +1011,24 @@ impl IkeSa {
         mut e: Box<Established>,
     ) -> State {
         let from_initiator = self.role == Role::Responder;
-        let Ok(opened) = open(&e.keys.sk(from_initiator), datagram) else {
-            return State::Established(e);
+        let opened = match open(&e.keys.sk(from_initiator), datagram) {
+            Ok(opened) => opened,
+            Err(OpenError::Inner { header, error }) => {
+                // Authentic, but not well formed inside: a request gets an error answer.
+                if !header.flags.response
+                    && header.flags.initiator == from_initiator
+                    && header.message_id == e.peer_next
+                {
+                    e.peer_next = e.peer_next.wrapping_add(1);
+                    let answer = vec![Payload::Notify(malformed_notify(&error))];
+                    let sk = e.keys.sk(self.role == Role::Initiator);
+                    let h = self.header(header.exchange_type, header.message_id, true);
+                    let bytes = seal(&sk, &h, &answer, rng);
+                    self.send_response(datagram, bytes);
+                }
+                return State::Established(e);
+            }
+            Err(_) => return State::Established(e),
         };
         let h = opened.header;
         if h.flags.initiator != from_initiator {
@@ -1556,6 +1604,20 @@ impl IkeSa {
     fn on_auth_request(&mut self, datagram: &[u8], rng: &mut dyn Random, state: State) -> State {
         let State::InitAnswered { keys, ni, nr, first, peer_first } = state else { return state };
         let Some(payloads) = self.open_for(&keys, datagram, ExchangeType::IkeAuth, 1, false) else {
+            // An authentic IKE_AUTH request that is malformed inside ends the SA, with an
+            // answer that says why (section 2.21.2).
+            if let Err(OpenError::Inner { header, error }) = open(&keys.sk(true), datagram)
+                && header.exchange_type == ExchangeType::IkeAuth
+                && header.message_id == 1
+                && header.flags.initiator
+                && !header.flags.response
+            {
+                let answer = vec![Payload::Notify(malformed_notify(&error))];
+                let h = self.header(ExchangeType::IkeAuth, 1, true);
+                let bytes = seal(&keys.sk(false), &h, &answer, rng);
+                self.send_response(datagram, bytes);
+                return self.fail(format!("IKE_AUTH: the peer's request is malformed: {error}"));
+            }
             return State::InitAnswered { keys, ni, nr, first, peer_first };
         };
         let ctx = AuthContext {

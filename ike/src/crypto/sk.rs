@@ -106,6 +106,15 @@ pub enum OpenError {
     /// The ICV did not verify: forged, corrupted, or keyed for another SA.
     #[error("integrity check failed")]
     IntegrityCheckFailed,
+    /// The message is authentic but what was inside the SK payload is not well formed:
+    /// a request like this is answered (section 2.21.2), so the header comes along.
+    #[error("malformed protected content: {error}")]
+    Inner {
+        /// The (authenticated) header.
+        header: HeaderRepr,
+        /// What is wrong inside.
+        error: WireError,
+    },
 }
 
 /// A message opened: its header and the payloads that were inside the SK payload.
@@ -204,8 +213,23 @@ pub fn seal(
     inner: &[Payload],
     rng: &mut dyn Random,
 ) -> Vec<u8> {
+    let mut bytes = vec![0u8; chain_len(inner)];
+    let first = emit_chain(inner, &mut bytes);
+    seal_bytes(keys, header, first.into(), &bytes, rng)
+}
+
+/// Builds a protected message around already encoded inner payloads, `first` being the
+/// type of the first: for tests and fuzzing, which need contents [`seal`] would never
+/// make.
+pub fn seal_bytes(
+    keys: &SkKeys,
+    header: &HeaderRepr,
+    first: u8,
+    inner: &[u8],
+    rng: &mut dyn Random,
+) -> Vec<u8> {
     let c = keys.cipher;
-    let inner_len = chain_len(inner);
+    let inner_len = inner.len();
     let padding = (c.block() - (inner_len + 1) % c.block()) % c.block();
     let plain_len = inner_len + padding + 1;
     let body_len = c.iv_len() + plain_len + SkCipher::ICV_LEN;
@@ -220,8 +244,8 @@ pub fn seal(
     let iv_from = HEADER_LEN + GENERIC_HEADER_LEN;
     let cipher_from = iv_from + c.iv_len();
     let tag_from = cipher_from + plain_len;
-    let first = emit_chain(inner, &mut buf[cipher_from..cipher_from + inner_len]);
-    buf[HEADER_LEN] = first.into();
+    buf[cipher_from..cipher_from + inner_len].copy_from_slice(inner);
+    buf[HEADER_LEN] = first;
     buf[HEADER_LEN + 2..HEADER_LEN + 4]
         .copy_from_slice(&((GENERIC_HEADER_LEN + body_len) as u16).to_be_bytes());
     buf[tag_from - 1] = padding as u8;
@@ -283,12 +307,15 @@ pub fn open(keys: &SkKeys, datagram: &[u8]) -> Result<Opened, OpenError> {
         return Err(OpenError::IntegrityCheckFailed);
     }
     let pad = usize::from(*plain.last().unwrap_or(&0));
-    let inner_len = plain
+    let inner = plain
         .len()
         .checked_sub(pad + 1)
-        .ok_or(WireError::malformed("SK payload", "pad length exceeds the plaintext"))?;
-    let payloads = parse_chain(sk.next, &plain[..inner_len])?;
-    Ok(Opened { header, payloads })
+        .ok_or(WireError::malformed("SK payload", "pad length exceeds the plaintext"))
+        .and_then(|len| parse_chain(sk.next, &plain[..len]));
+    match inner {
+        Ok(payloads) => Ok(Opened { header, payloads }),
+        Err(error) => Err(OpenError::Inner { header, error }),
+    }
 }
 
 #[cfg(test)]

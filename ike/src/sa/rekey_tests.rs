@@ -1,6 +1,7 @@
 //! `CREATE_CHILD_SA` between two in-memory endpoints: new child SAs, child and IKE SA
 //! rekeys from either side, simultaneous rekeys (RFC 7296 sections 2.8.1 and 2.8.2),
-//! rekeys that cross each other, and all of it on a lossy network.
+//! rekeys that cross each other, and all of it on a lossy network; and the answers to
+//! requests that are authentic but malformed inside (section 2.21).
 
 use super::tests::{config, established, events, shuttle, side};
 use super::*;
@@ -408,4 +409,81 @@ fn rekeys_and_new_children_converge_on_a_lossy_network() {
         assert_eq!(children(&init).len(), 3, "rekeyed one plus two new");
         assert_agree(&mut init, &mut resp, (&mut si, &mut sr));
     }
+}
+
+/// A protected request from `from` to `to` on their current SA, with `inner` as the
+/// encoded contents of its SK payload (first payload of type `first`).
+fn forged_request(from: &IkeSa, first: u8, inner: &[u8], rng: &mut TestRng) -> Vec<u8> {
+    let e = est(from);
+    let header = from.header(ExchangeType::Informational, e.own_next, false);
+    crate::crypto::sk::seal_bytes(
+        &e.keys.sk(from.role == Role::Initiator),
+        &header,
+        first,
+        inner,
+        rng,
+    )
+}
+
+fn notify_in(to: &IkeSa, answer: &[u8]) -> NotifyRepr {
+    let opened = open(&est(to).keys.sk(to.role == Role::Responder), answer).unwrap();
+    assert!(opened.header.flags.response);
+    match &opened.payloads[..] {
+        [Payload::Notify(n)] => n.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_authentic_request_that_is_malformed_inside_is_answered_and_the_sa_goes_on() {
+    let mut rng = TestRng::new(45);
+    let now = Instant::now();
+    let (mut init, mut resp) = established(&mut rng);
+    // An unknown payload type 200 with the critical bit, then a truncated Delete.
+    let cases: [(u8, &[u8], NotifyType, Vec<u8>); 2] = [
+        (200, &[0, 0x80, 0, 6, 0xde, 0xad], NotifyType::UnsupportedCriticalPayload, vec![200]),
+        (42, &[0, 0, 0, 9, 1, 0, 0], NotifyType::InvalidSyntax, vec![]),
+    ];
+    for (first, inner, kind, data) in cases {
+        let forged = forged_request(&init, first, inner, &mut rng);
+        // The sender's own bookkeeping must match: it "sent" that request.
+        if let State::Established(e) = &mut init.state {
+            e.own_next += 1;
+        }
+        resp.handle(now, &forged, &mut rng);
+        let answer = resp.poll_transmit().expect("an answer");
+        let n = notify_in(&init, &answer);
+        assert_eq!((n.kind, n.data), (kind, data));
+        resp.handle(now, &forged, &mut rng);
+        assert_eq!(resp.poll_transmit().unwrap(), answer, "cached like any answer");
+    }
+    assert!(resp.is_established());
+    assert!(init.check_liveness(now, &mut rng));
+    shuttle(&mut init, &mut resp, now, &mut rng);
+    assert!(events(&mut init).iter().any(|e| matches!(e, Event::PeerAlive)));
+}
+
+#[test]
+fn an_ike_sa_init_request_with_an_unknown_critical_payload_is_refused_statelessly() {
+    let mut rng = TestRng::new(46);
+    let now = Instant::now();
+    let (i_cfg, r_cfg) = super::tests::pair_configs(1);
+    let mut init = IkeSa::initiate(i_cfg, now, &mut rng);
+    let request = init.poll_transmit().unwrap();
+    // Put a critical payload of type 200 first: header next payload 200, then its
+    // generic header pointing at what used to be first.
+    let mut bad = request[..28].to_vec();
+    bad[16] = 200;
+    bad.extend_from_slice(&[request[16], 0x80, 0, 4]);
+    bad.extend_from_slice(&request[28..]);
+    let len = bad.len() as u32;
+    bad[24..28].copy_from_slice(&len.to_be_bytes());
+    let (sa, refusal) = IkeSa::respond(r_cfg, &bad, &mut rng);
+    assert!(sa.is_none(), "no state kept");
+    let refusal = Message::parse(&refusal.expect("a refusal")).unwrap();
+    assert!(matches!(&refusal.payloads[..],
+        [Payload::Notify(n)] if n.kind == NotifyType::UnsupportedCriticalPayload && n.data == [200]));
+    // The initiator gives up on that answer like on any other refusal.
+    init.handle(now, &refusal.emit(), &mut rng);
+    assert!(events(&mut init).iter().any(|e| matches!(e, Event::Failed { .. })));
 }
