@@ -10,3 +10,23 @@
 //!
 //! Private keys are written with mode 0600, zeroized in memory, and never appear in logs
 //! or `Debug` output.
+//!
+//! Built so far:
+//!
+//! - [`verify`]: the [`TrustBundle`], [`Revocation`] state and the [`CertVerifier`]
+//!   that implements `ike::sa::PeerAuthenticator` (chain, validity, key usage, path
+//!   length, revocation by serial and key hash, identity and membership).
+//! - [`keys`]: our private key as an `ike` signer, our certificate chain, and the IKE ID
+//!   our certificate certifies.
+
+#![forbid(unsafe_code)]
+
+pub mod keys;
+pub mod verify;
+mod x509;
+
+pub use keys::{KeyError, PrivateKey};
+pub use verify::{
+    BundleError, CertError, CertVerifier, Clock, CrlError, Members, PeerId, Revocation,
+    TrustBundle, Verified,
+};

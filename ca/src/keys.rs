@@ -1,0 +1,232 @@
+//! Our own credentials for IKE: the private key (PEM PKCS#8, Ed25519 or ECDSA P-256)
+//! as an `ike` [`Signer`], our certificate chain as DER, and the IKE ID our certificate
+//! certifies.
+//!
+//! A private key file readable by group or others (mode looser than 0600) is refused.
+//! Key bytes are zeroized once the signer holds them, and no `Debug` output shows them.
+
+use crate::x509;
+use ike::crypto::auth::{EcdsaP256Signer, Ed25519Signer, SigAlg, Signer};
+use ike::wire::id::{IdRepr, IdType};
+use std::fmt;
+use std::io::Read as _;
+use std::path::Path;
+use std::sync::Arc;
+use x509_parser::extensions::GeneralName;
+use zeroize::Zeroizing;
+
+/// Why our key or certificates could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// A file could not be read.
+    #[error("{path}: cannot read it ({source}); check the path and that meshd may read it")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The private key file may be read by others than its owner.
+    #[error(
+        "private key {path} has mode {mode:04o}, looser than 0600; run `chmod 600 {path}` \
+         (and consider the key exposed)"
+    )]
+    TooOpen {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Not a PEM private key we read.
+    #[error(
+        "private key: {detail}; give an unencrypted PKCS#8 PEM key (`-----BEGIN PRIVATE \
+         KEY-----`, `openssl pkcs8 -topk8 -nocrypt` converts others)"
+    )]
+    BadPem {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The PKCS#8 structure is malformed or its key invalid.
+    #[error("private key: not a valid PKCS#8 key ({detail}); re-create the key")]
+    BadKey {
+        /// What is wrong.
+        detail: String,
+    },
+    /// A key algorithm we do not implement.
+    #[error("private key: algorithm {oid} is not supported; use an Ed25519 or ECDSA P-256 key")]
+    UnsupportedAlgorithm {
+        /// The PKCS#8 algorithm OID.
+        oid: String,
+    },
+    /// No certificate in the chain file.
+    #[error("certificate chain: no CERTIFICATE in it; give our node certificate (PEM)")]
+    NoCertificate,
+    /// A certificate of our chain is malformed.
+    #[error("certificate chain: certificate {index} is not valid X.509 ({detail}); re-issue it")]
+    BadCertificate {
+        /// Position in the chain, leaf first.
+        index: usize,
+        /// What the parser said.
+        detail: String,
+    },
+    /// Our certificate has no dNSName SAN to make an FQDN identity of.
+    #[error(
+        "certificate '{subject}' has no dNSName subjectAltName for the IKE ID; re-issue it \
+         with the node's name"
+    )]
+    NoDnsName {
+        /// The certificate.
+        subject: String,
+    },
+    /// The private key is not the one the certificate certifies.
+    #[error(
+        "the private key does not match certificate '{subject}'; give the key the \
+         certificate was issued for"
+    )]
+    KeyMismatch {
+        /// The certificate.
+        subject: String,
+    },
+}
+
+/// Our private key, ready to sign AUTH payloads.
+pub struct PrivateKey {
+    signer: Arc<dyn Signer + Send + Sync>,
+    algorithm: SigAlg,
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrivateKey").field("algorithm", &self.algorithm).finish_non_exhaustive()
+    }
+}
+
+impl PrivateKey {
+    /// Reads a PEM PKCS#8 key file, refusing one whose mode is looser than 0600.
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let name = || path.display().to_string();
+        let io = |source| KeyError::Io { path: name(), source };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        // The mode of the file opened, not of whatever the path names a moment later.
+        let meta = file.metadata().map_err(io)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                return Err(KeyError::TooOpen { path: name(), mode });
+            }
+        }
+        let len = usize::try_from(meta.len()).unwrap_or(0);
+        let mut pem = Zeroizing::new(Vec::with_capacity(len + 1));
+        file.read_to_end(&mut pem).map_err(io)?;
+        Self::from_pem(&pem)
+    }
+
+    /// From PEM PKCS#8 (`PRIVATE KEY`).
+    pub fn from_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        let mut buf = Zeroizing::new(vec![0u8; pem.len()]);
+        let (label, der) = pem_rfc7468::decode(pem, &mut buf)
+            .map_err(|e| KeyError::BadPem { detail: format!("not one PEM block ({e})") })?;
+        if label != "PRIVATE KEY" {
+            return Err(KeyError::BadPem { detail: format!("a {label} block") });
+        }
+        Self::from_pkcs8_der(der)
+    }
+
+    /// From DER PKCS#8 (v1, or v2 with the public key).
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, KeyError> {
+        use ed25519_dalek::pkcs8::{DecodePrivateKey as _, PrivateKeyInfoRef};
+        let info = PrivateKeyInfoRef::try_from(der)
+            .map_err(|e| KeyError::BadKey { detail: e.to_string() })?;
+        let bad = |e: &dyn fmt::Display| KeyError::BadKey { detail: e.to_string() };
+        match info.algorithm.oid.to_string().as_str() {
+            // id-Ed25519 (RFC 8410)
+            "1.3.101.112" => {
+                let key = ed25519_dalek::SigningKey::from_pkcs8_der(der).map_err(|e| bad(&e))?;
+                let seed = Zeroizing::new(key.to_bytes());
+                Ok(Self {
+                    signer: Arc::new(Ed25519Signer::from_seed(&seed)),
+                    algorithm: SigAlg::Ed25519,
+                })
+            }
+            // id-ecPublicKey (RFC 5915); the curve is checked by p256.
+            "1.2.840.10045.2.1" => {
+                let key = p256::SecretKey::from_pkcs8_der(der).map_err(|e| bad(&e))?;
+                let scalar = Zeroizing::new(<[u8; 32]>::from(key.to_bytes()));
+                let signer = EcdsaP256Signer::from_bytes(scalar.as_slice())
+                    .ok_or_else(|| bad(&"the P-256 scalar is out of range"))?;
+                Ok(Self { signer: Arc::new(signer), algorithm: SigAlg::EcdsaP256Sha256 })
+            }
+            oid => Err(KeyError::UnsupportedAlgorithm { oid: oid.to_string() }),
+        }
+    }
+
+    /// The signature algorithm.
+    pub fn algorithm(&self) -> SigAlg {
+        self.algorithm
+    }
+
+    /// The signer, for `ike::sa::Config::signer`.
+    pub fn signer(&self) -> Arc<dyn Signer + Send + Sync> {
+        self.signer.clone()
+    }
+
+    /// Checks that this is the key `cert_der` certifies, by signing a test message and
+    /// verifying it with the certificate's key.
+    pub fn check_matches(&self, cert_der: &[u8]) -> Result<(), KeyError> {
+        let cert = x509::parse_cert(cert_der)
+            .map_err(|detail| KeyError::BadCertificate { index: 0, detail })?;
+        let subject = x509::name_text(cert.subject());
+        let message = b"ikemesh: does this key match its certificate?";
+        let ok = x509::spki_verifier(cert.public_key())
+            .is_some_and(|v| v.verify(self.algorithm, message, &self.signer.sign(message)));
+        if ok { Ok(()) } else { Err(KeyError::KeyMismatch { subject }) }
+    }
+}
+
+/// Reads our certificate chain (PEM, leaf first) as DER.
+pub fn load_cert_chain(path: &Path) -> Result<Vec<Vec<u8>>, KeyError> {
+    let pem = std::fs::read(path)
+        .map_err(|source| KeyError::Io { path: path.display().to_string(), source })?;
+    cert_chain_from_pem(&pem)
+}
+
+/// Our certificate chain from PEM (`CERTIFICATE` blocks, leaf first; other blocks
+/// ignored) as DER, each certificate checked to parse.
+pub fn cert_chain_from_pem(pem: &[u8]) -> Result<Vec<Vec<u8>>, KeyError> {
+    if !pem.trim_ascii_start().starts_with(b"-----BEGIN") {
+        return Err(KeyError::NoCertificate);
+    }
+    let chain = x509::der_blocks(pem, "CERTIFICATE").map_err(|detail| {
+        if detail.starts_with("no PEM block") {
+            KeyError::NoCertificate
+        } else {
+            KeyError::BadCertificate { index: 0, detail }
+        }
+    })?;
+    for (index, der) in chain.iter().enumerate() {
+        x509::parse_cert(der).map_err(|detail| KeyError::BadCertificate { index, detail })?;
+    }
+    Ok(chain)
+}
+
+/// The IKE ID our certificate certifies: an FQDN, from its first dNSName SAN.
+pub fn ike_id(cert_der: &[u8]) -> Result<IdRepr, KeyError> {
+    let cert = x509::parse_cert(cert_der)
+        .map_err(|detail| KeyError::BadCertificate { index: 0, detail })?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| KeyError::BadCertificate { index: 0, detail: e.to_string() })?;
+    san.iter()
+        .flat_map(|san| &san.value.general_names)
+        .find_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(IdRepr {
+                id_type: IdType::Fqdn,
+                data: dns.strip_suffix('.').unwrap_or(dns).to_ascii_lowercase().into_bytes(),
+            }),
+            _ => None,
+        })
+        .ok_or_else(|| KeyError::NoDnsName { subject: x509::name_text(cert.subject()) })
+}
