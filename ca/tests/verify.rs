@@ -114,6 +114,13 @@ fn truncated_garbage_and_padded_der_is_malformed() {
         v.verify(&fqdn("a.mesh"), &[padded]),
         Err(CertError::Malformed { index: 0, .. })
     ));
+    // Two keyUsage extensions: which one counts?
+    let mut p = node_params(&["a.mesh"]);
+    p.custom_extensions
+        .push(CustomExtension::from_oid_content(&[2, 5, 29, 15], vec![3, 2, 7, 0x80]));
+    let twice = ca.issue(&p, Alg::Ed25519);
+    let err = v.verify(&fqdn("a.mesh"), &twice.chain()).unwrap_err();
+    assert!(matches!(err, CertError::Malformed { index: 0, .. }), "{err}");
     // A bad intermediate is named by its index.
     let err = v.verify(&fqdn("a.mesh"), &[node.der.clone(), vec![0x30, 0x01, 0x00]]).unwrap_err();
     assert!(matches!(err, CertError::Malformed { index: 1, .. }), "{err}");

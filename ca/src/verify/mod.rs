@@ -444,10 +444,14 @@ fn check_extensions(cert: &X509Certificate<'_>, index: usize) -> Result<(), Cert
         }
     }
     // Duplicates of the extensions we read.
-    cert.basic_constraints()
-        .and(cert.key_usage().map(|_| None::<()>))
-        .and(cert.subject_alternative_name().map(|_| None::<()>))
-        .map_err(|e| CertError::Malformed { index, detail: e.to_string() })?;
+    let duplicate = cert
+        .basic_constraints()
+        .err()
+        .or(cert.key_usage().err())
+        .or(cert.subject_alternative_name().err());
+    if let Some(e) = duplicate {
+        return Err(CertError::Malformed { index, detail: e.to_string() });
+    }
     Ok(())
 }
 

@@ -1,0 +1,116 @@
+//! Loading our own key, certificate chain and IKE ID.
+
+mod common;
+
+use ca::keys::{self, KeyError, PrivateKey};
+use common::{Alg, Ca};
+use ike::crypto::auth::{Ed25519Signer, SigAlg, Signer as _};
+use ike::wire::id::IdType;
+use std::os::unix::fs::PermissionsExt as _;
+
+#[test]
+fn pkcs8_keys_load_sign_and_match_their_certificates() {
+    let ca = Ca::new("mesh CA", Alg::Ed25519);
+    for (alg, sig) in [(Alg::Ed25519, SigAlg::Ed25519), (Alg::P256, SigAlg::EcdsaP256Sha256)] {
+        let node = ca.node(&["a.mesh"], alg);
+        let key = PrivateKey::from_pem(node.key.serialize_pem().as_bytes()).unwrap();
+        assert_eq!(key.algorithm(), sig);
+        assert_eq!(key.signer().algorithm(), sig);
+        key.check_matches(&node.der).unwrap();
+        let other = ca.node(&["b.mesh"], alg);
+        assert!(matches!(key.check_matches(&other.der), Err(KeyError::KeyMismatch { .. })));
+        assert!(matches!(key.check_matches(b"junk"), Err(KeyError::BadCertificate { .. })));
+    }
+}
+
+#[test]
+fn an_openssl_style_v1_ed25519_key_signs_like_its_seed() {
+    let seed = [7u8; 32];
+    let mut der = vec![
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    der.extend_from_slice(&seed);
+    let key = PrivateKey::from_pkcs8_der(&der).unwrap();
+    assert_eq!(key.signer().sign(b"m"), Ed25519Signer::from_seed(&seed).sign(b"m"));
+    // Debug shows the algorithm only.
+    assert_eq!(format!("{key:?}"), "PrivateKey { algorithm: Ed25519, .. }");
+}
+
+#[test]
+fn key_files_must_be_private() {
+    let ca = Ca::new("mesh CA", Alg::Ed25519);
+    let node = ca.node(&["a.mesh"], Alg::P256);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.key");
+    std::fs::write(&path, node.key.serialize_pem()).unwrap();
+    for (mode, ok) in [(0o600, true), (0o400, true), (0o640, false), (0o644, false), (0o604, false)]
+    {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        match PrivateKey::load(&path) {
+            Ok(key) => {
+                assert!(ok, "mode {mode:o} accepted");
+                key.check_matches(&node.der).unwrap();
+            }
+            Err(KeyError::TooOpen { mode: m, .. }) => {
+                assert!(!ok, "mode {mode:o} refused");
+                assert_eq!(m, mode);
+                let msg = PrivateKey::load(&path).unwrap_err().to_string();
+                assert!(msg.contains("chmod 600") && msg.contains("looser than 0600"), "{msg}");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(matches!(PrivateKey::load(&dir.path().join("none")), Err(KeyError::Io { .. })));
+}
+
+#[test]
+fn other_key_formats_are_refused_with_the_way_out() {
+    let sec1 = "-----BEGIN EC PRIVATE KEY-----\nMAA=\n-----END EC PRIVATE KEY-----\n";
+    let err = PrivateKey::from_pem(sec1.as_bytes()).unwrap_err();
+    assert!(matches!(err, KeyError::BadPem { .. }), "{err}");
+    assert!(err.to_string().contains("openssl pkcs8 -topk8 -nocrypt"), "{err}");
+    assert!(matches!(PrivateKey::from_pem(b"not pem"), Err(KeyError::BadPem { .. })));
+    let junk = "-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n";
+    assert!(matches!(PrivateKey::from_pem(junk.as_bytes()), Err(KeyError::BadKey { .. })));
+    // An X25519 key: PKCS#8 all right, but not a signing algorithm we have.
+    let mut x25519 = vec![
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    x25519.extend_from_slice(&[1; 32]);
+    let err = PrivateKey::from_pkcs8_der(&x25519).unwrap_err();
+    assert!(
+        matches!(&err, KeyError::UnsupportedAlgorithm { oid } if oid == "1.3.101.110"),
+        "{err}"
+    );
+}
+
+#[test]
+fn certificate_chains_load_leaf_first() {
+    let ca = Ca::new("mesh CA", Alg::Ed25519);
+    let node = ca.node(&["a.mesh"], Alg::Ed25519);
+    let pem = format!("{}{}", node.pem, ca.pem);
+    assert_eq!(keys::cert_chain_from_pem(pem.as_bytes()).unwrap(), [node.der.clone(), ca.der]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.pem");
+    std::fs::write(&path, &node.pem).unwrap();
+    assert_eq!(keys::load_cert_chain(&path).unwrap(), node.chain());
+    assert!(matches!(keys::cert_chain_from_pem(b""), Err(KeyError::NoCertificate)));
+    assert!(matches!(keys::cert_chain_from_pem(&node.der), Err(KeyError::NoCertificate)));
+    let bad = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
+    assert!(matches!(
+        keys::cert_chain_from_pem(bad.as_bytes()),
+        Err(KeyError::BadCertificate { index: 0, .. })
+    ));
+}
+
+#[test]
+fn our_ike_id_is_the_first_dns_name() {
+    let ca = Ca::new("mesh CA", Alg::Ed25519);
+    let node = ca.node(&["10.0.0.1", "Node-1.Mesh", "alias.mesh"], Alg::Ed25519);
+    let id = keys::ike_id(&node.der).unwrap();
+    assert_eq!((id.id_type, id.data.as_slice()), (IdType::Fqdn, &b"node-1.mesh"[..]));
+    let ip_only = ca.node(&["10.0.0.1"], Alg::Ed25519);
+    assert!(matches!(keys::ike_id(&ip_only.der), Err(KeyError::NoDnsName { .. })));
+}
