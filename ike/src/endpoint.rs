@@ -174,6 +174,7 @@ impl Endpoint {
         datagram: &[u8],
         rng: &mut dyn Random,
     ) -> Option<SaHandle> {
+        self.next_rotation.get_or_insert(now + self.limits.cookie_rotation);
         let h = route_of(datagram)?;
         // The sender's side decides which SPI is ours.
         let ours = if h.flags.initiator { h.spi_r } else { h.spi_i };
