@@ -598,8 +598,9 @@ impl Charon {
     }
 
     /// Rekeys child SA `child` (charon initiates the `CREATE_CHILD_SA` exchange) and waits
-    /// until its successor is installed; returns the successor. The old SA may still be
-    /// listed, as `REKEYED` or `DELETING`, for a few seconds.
+    /// until its successor is installed; returns the successor. The old SA stays listed
+    /// (not `INSTALLED`) on both sides for `charon.delete_rekeyed_delay`, 5 s by
+    /// default, while its inbound half catches late packets.
     pub fn rekey_child(&self, child: &str) -> io::Result<ChildSa> {
         let sas = self.list_sas()?;
         let old = installed_child(&sas, child)

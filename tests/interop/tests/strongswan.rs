@@ -194,10 +194,12 @@ fn run_case(case: &Case) -> Vec<String> {
             sas.len() == 1 && sas[0].is_established() && sas[0].children.is_empty()
         })
         .unwrap();
+    report.line("child SA deleted by A, and on B");
     charon_a.terminate_ike(CONN).unwrap();
     charon_b
         .wait_for_sas("B deletes the IKE SA", Duration::from_secs(10), <[IkeSa]>::is_empty)
         .unwrap();
+    report.line("IKE SA deleted by A, and on B");
     for host in [a, b] {
         assert_eq!(
             host.run(&["ip", "xfrm", "state"]).unwrap().trim(),
@@ -206,7 +208,7 @@ fn run_case(case: &Case) -> Vec<String> {
             host.name()
         );
     }
-    report.line("child SA, then IKE SA deleted by A; no SA left in either kernel");
+    report.line("no SA left in either kernel");
     charon_a.stop().unwrap();
     charon_b.stop().unwrap();
     report.line("both charons stopped");
