@@ -1,17 +1,20 @@
-//! The Authentication payload (RFC 7296 section 3.8; RFC 7427 for method 14).
+//! The Authentication payload (RFC 7296 section 3.8; RFC 7427 for method 14). What the
+//! data of each method is, and which methods are sent and accepted, is
+//! `crypto::auth`'s and `exchange::ike_auth`'s business.
 
 use super::{Result, Writer, payload::read_all};
 
 code_points! {
     /// Authentication methods.
     AuthMethod: u8 {
-        /// RSA digital signature with SHA-1 (PKCS#1 v1.5).
+        /// RSA digital signature: RSASSA-PKCS1-v1_5, with SHA-1 as implementations
+        /// (strongSwan among them) make and expect it.
         RsaSignature = 1,
         /// Shared key message integrity code.
         SharedKey = 2,
         /// DSS digital signature.
         DssSignature = 3,
-        /// ECDSA with SHA-256 on the P-256 curve (RFC 4754).
+        /// ECDSA with SHA-256 on the P-256 curve (RFC 4754): the data is `r | s`.
         EcdsaP256 = 9,
         /// ECDSA with SHA-384 on the P-384 curve.
         EcdsaP384 = 10,
@@ -69,6 +72,15 @@ mod tests {
         check_body(&bytes, &repr, AuthRepr::parse, AuthRepr::emit, AuthRepr::buffer_len, false);
         for len in 0..=4 {
             assert!(AuthRepr::parse(&bytes[..len]).is_err());
+        }
+    }
+
+    #[test]
+    fn classic_methods_keep_their_numbers() {
+        for (n, method) in [(1, AuthMethod::RsaSignature), (9, AuthMethod::EcdsaP256)] {
+            let repr = AuthRepr::parse(&[n, 0, 0, 0, 0xaa]).unwrap();
+            assert_eq!(repr, AuthRepr { method, data: vec![0xaa] });
+            assert_eq!(u8::from(method), n);
         }
     }
 }
