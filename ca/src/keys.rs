@@ -1,4 +1,4 @@
-//! Our own credentials for IKE: the private key (PEM PKCS#8, Ed25519 or ECDSA P-256)
+//! Our own credentials for IKE: the private key (PEM PKCS#8: Ed25519, ECDSA P-256 or RSA)
 //! as an `ike` [`Signer`], our certificate chain as DER, and the IKE ID our certificate
 //! certifies.
 //!
@@ -6,7 +6,7 @@
 //! Key bytes are zeroized once the signer holds them, and no `Debug` output shows them.
 
 use crate::x509;
-use ike::crypto::auth::{EcdsaP256Signer, Ed25519Signer, SigAlg, Signer};
+use ike::crypto::auth::{SigAlg, Signer};
 use ike::wire::id::{IdRepr, IdType};
 use std::fmt;
 use std::io::Read as _;
@@ -54,7 +54,10 @@ pub enum KeyError {
         detail: String,
     },
     /// A key algorithm we do not implement.
-    #[error("private key: algorithm {oid} is not supported; use an Ed25519 or ECDSA P-256 key")]
+    #[error(
+        "private key: algorithm {oid} is not supported; use an Ed25519, ECDSA P-256 or RSA \
+         (2048 bits or more) key"
+    )]
     UnsupportedAlgorithm {
         /// The PKCS#8 algorithm OID.
         oid: String,
@@ -89,6 +92,11 @@ pub enum KeyError {
         subject: String,
     },
 }
+
+/// PKCS#8 algorithm OIDs the `ike` crate signs with: id-Ed25519, id-ecPublicKey (P-256),
+/// rsaEncryption.
+const SUPPORTED_KEY_ALGORITHMS: [&str; 3] =
+    ["1.3.101.112", "1.2.840.10045.2.1", "1.2.840.113549.1.1.1"];
 
 /// Our private key, ready to sign AUTH payloads.
 pub struct PrivateKey {
@@ -135,31 +143,22 @@ impl PrivateKey {
         Self::from_pkcs8_der(der)
     }
 
-    /// From DER PKCS#8 (v1, or v2 with the public key).
+    /// From DER PKCS#8 (v1, or v2 with the public key): Ed25519, EC on P-256, or RSA of
+    /// at least 2048 bits (signing RSASSA-PSS).
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, KeyError> {
-        use ed25519_dalek::pkcs8::{DecodePrivateKey as _, PrivateKeyInfoRef};
-        let info = PrivateKeyInfoRef::try_from(der)
-            .map_err(|e| KeyError::BadKey { detail: e.to_string() })?;
-        let bad = |e: &dyn fmt::Display| KeyError::BadKey { detail: e.to_string() };
-        match info.algorithm.oid.to_string().as_str() {
-            // id-Ed25519 (RFC 8410)
-            "1.3.101.112" => {
-                let key = ed25519_dalek::SigningKey::from_pkcs8_der(der).map_err(|e| bad(&e))?;
-                let seed = Zeroizing::new(key.to_bytes());
-                Ok(Self {
-                    signer: Arc::new(Ed25519Signer::from_seed(&seed)),
-                    algorithm: SigAlg::Ed25519,
-                })
+        match ike::crypto::auth::signer_from_pkcs8(der) {
+            Ok(signer) => Ok(Self { algorithm: signer.algorithm(), signer }),
+            Err(detail) => {
+                // Tell an algorithm we do not have from a broken key of one we have.
+                let oid = pkcs8::PrivateKeyInfoRef::try_from(der)
+                    .map(|info| info.algorithm.oid.to_string());
+                match oid {
+                    Ok(oid) if !SUPPORTED_KEY_ALGORITHMS.contains(&oid.as_str()) => {
+                        Err(KeyError::UnsupportedAlgorithm { oid })
+                    }
+                    _ => Err(KeyError::BadKey { detail }),
+                }
             }
-            // id-ecPublicKey (RFC 5915); the curve is checked by p256.
-            "1.2.840.10045.2.1" => {
-                let key = p256::SecretKey::from_pkcs8_der(der).map_err(|e| bad(&e))?;
-                let scalar = Zeroizing::new(<[u8; 32]>::from(key.to_bytes()));
-                let signer = EcdsaP256Signer::from_bytes(scalar.as_slice())
-                    .ok_or_else(|| bad(&"the P-256 scalar is out of range"))?;
-                Ok(Self { signer: Arc::new(signer), algorithm: SigAlg::EcdsaP256Sha256 })
-            }
-            oid => Err(KeyError::UnsupportedAlgorithm { oid: oid.to_string() }),
         }
     }
 
@@ -181,7 +180,7 @@ impl PrivateKey {
         let subject = x509::name_text(cert.subject());
         let message = b"ikemesh: does this key match its certificate?";
         let ok = x509::spki_verifier(cert.public_key())
-            .is_some_and(|v| v.verify(self.algorithm, message, &self.signer.sign(message)));
+            .is_ok_and(|v| v.verify(self.algorithm, message, &self.signer.sign(message)));
         if ok { Ok(()) } else { Err(KeyError::KeyMismatch { subject }) }
     }
 }

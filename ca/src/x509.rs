@@ -1,13 +1,11 @@
 //! Small helpers over x509-parser shared by the verifier and key loading: strict DER
-//! parsing, PEM blocks, signature checks through the `ike` crate's [`Verifier`]s (the
-//! RustCrypto providers, no ring, no hand-written crypto), key hashes and serials.
+//! parsing, PEM blocks, signature checks through the `ike` crate's [`Verifier`]s (one
+//! set of signature code for IKE and X.509, nothing hand-written), key hashes and
+//! serials.
 
-use ike::crypto::auth::{EcdsaP256Verifier, Ed25519Verifier, SigAlg, Verifier};
+use ike::crypto::auth::{SigAlg, Verifier};
 use sha2::{Digest, Sha256};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use x509_parser::oid_registry::{
-    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ED25519,
-};
 use x509_parser::prelude::{
     AlgorithmIdentifier, FromDer, Pem, SubjectPublicKeyInfo, X509Certificate, X509Name,
 };
@@ -55,39 +53,26 @@ pub(crate) fn der_blocks(data: &[u8], label: &str) -> Result<Vec<Vec<u8>>, Strin
     Ok(out)
 }
 
-/// The signature algorithm an X.509 `AlgorithmIdentifier` names, if we implement it.
+/// The signature algorithm an X.509 `AlgorithmIdentifier` names, if the `ike` crate
+/// implements it: the same ASN.1 type as RFC 7427's, so the same reading (Ed25519,
+/// ECDSA with SHA-256, RSA PKCS#1 v1.5 with SHA-256, RSASSA-PSS with SHA-256).
 pub(crate) fn sig_alg(alg: &AlgorithmIdentifier<'_>) -> Option<SigAlg> {
-    // RFC 8410 and RFC 5758: the parameters are absent for both.
-    if alg.parameters.is_some() {
-        return None;
+    use x509_parser::asn1_rs::{Sequence, ToDer as _};
+    // x509-parser keeps the parts, not the bytes: encode them back (DER in, DER out).
+    let mut content = alg.algorithm.to_der_vec().ok()?;
+    if let Some(parameters) = &alg.parameters {
+        content.extend(parameters.to_der_vec().ok()?);
     }
-    if alg.algorithm == OID_SIG_ED25519 {
-        Some(SigAlg::Ed25519)
-    } else if alg.algorithm == OID_SIG_ECDSA_WITH_SHA256 {
-        Some(SigAlg::EcdsaP256Sha256)
-    } else {
-        None
-    }
+    let der = Sequence::new(content.into()).to_der_vec().ok()?;
+    SigAlg::from_algorithm_identifier(&der)
 }
 
-/// A verifier for the public key of a `SubjectPublicKeyInfo` (Ed25519 or P-256), or
-/// `None` if we do not implement its algorithm or the key is not valid.
+/// A verifier for the public key of a `SubjectPublicKeyInfo` (Ed25519, P-256 or RSA of
+/// at least 2048 bits), or why not in a few words.
 pub(crate) fn spki_verifier(
     spki: &SubjectPublicKeyInfo<'_>,
-) -> Option<Box<dyn Verifier + Send + Sync>> {
-    let key: &[u8] = &spki.subject_public_key.data;
-    if spki.algorithm.algorithm == OID_SIG_ED25519 {
-        let key: &[u8; 32] = key.try_into().ok()?;
-        Some(Box::new(Ed25519Verifier::from_bytes(key)?))
-    } else if spki.algorithm.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
-        let curve = spki.algorithm.parameters.as_ref()?.as_oid().ok()?;
-        if curve != OID_EC_P256 {
-            return None;
-        }
-        Some(Box::new(EcdsaP256Verifier::from_sec1(key)?))
-    } else {
-        None
-    }
+) -> Result<Box<dyn Verifier + Send + Sync>, String> {
+    ike::crypto::auth::verifier_from_spki(spki.raw)
 }
 
 /// Why a signature over a certificate or CRL did not check out.

@@ -67,7 +67,7 @@ fn config(me: &Node, verifier: CertVerifier, peer_addr: &str) -> Arc<Config> {
         certs: me.certs.clone(),
         signer: me.key.signer(),
         authenticator: Arc::new(verifier),
-        signature_algorithms: vec![SigAlg::Ed25519, SigAlg::EcdsaP256Sha256],
+        signature_algorithms: vec![SigAlg::Ed25519, SigAlg::EcdsaP256Sha256, SigAlg::RsaPssSha256],
         retransmit: Retransmit::default(),
         local_addr: me.addr.parse().unwrap(),
         remote_addr: peer_addr.parse().unwrap(),
@@ -165,6 +165,23 @@ fn ed25519_and_p256_nodes_establish_with_fqdn_ids() {
         let alice = Node::new(&ca.node(&["a.mesh"], alg), "10.0.0.1");
         let bob = Node::new(&ca.node(&["b.mesh"], alg), "10.0.0.2");
         assert_eq!(alice.id, IdRepr { id_type: IdType::Fqdn, data: b"a.mesh".to_vec() });
+        establishes(
+            &alice,
+            expecting(&ca, PeerId::fqdn("b.mesh")),
+            &bob,
+            expecting(&ca, PeerId::fqdn("a.mesh")),
+        );
+    }
+}
+
+#[test]
+fn rsa_nodes_establish() {
+    for (ca_alg, a_alg, b_alg) in
+        [(Alg::Rsa, Alg::Rsa, Alg::P256), (Alg::Ed25519, Alg::Ed25519, Alg::Rsa)]
+    {
+        let ca = Ca::new("mesh CA", ca_alg);
+        let alice = Node::new(&ca.node(&["a.mesh"], a_alg), "10.0.0.1");
+        let bob = Node::new(&ca.node(&["b.mesh"], b_alg), "10.0.0.2");
         establishes(
             &alice,
             expecting(&ca, PeerId::fqdn("b.mesh")),

@@ -3,7 +3,7 @@
 mod common;
 
 use ca::keys::{self, KeyError, PrivateKey};
-use common::{Alg, Ca};
+use common::{Alg, Ca, RSA_CA_KEY, RSA_NODE_KEY};
 use ike::crypto::auth::{Ed25519Signer, SigAlg, Signer as _};
 use ike::wire::id::IdType;
 use std::os::unix::fs::PermissionsExt as _;
@@ -21,6 +21,22 @@ fn pkcs8_keys_load_sign_and_match_their_certificates() {
         assert!(matches!(key.check_matches(&other.der), Err(KeyError::KeyMismatch { .. })));
         assert!(matches!(key.check_matches(b"junk"), Err(KeyError::BadCertificate { .. })));
     }
+}
+
+#[test]
+fn rsa_keys_load_and_sign_pss() {
+    let ca = Ca::new("mesh CA", Alg::Ed25519);
+    let node = ca.node(&["a.mesh"], Alg::Rsa);
+    let key = PrivateKey::from_pem(RSA_NODE_KEY.as_bytes()).unwrap();
+    assert_eq!(key.algorithm(), SigAlg::RsaPssSha256);
+    key.check_matches(&node.der).unwrap();
+    let other = PrivateKey::from_pem(RSA_CA_KEY.as_bytes()).unwrap();
+    assert!(matches!(other.check_matches(&node.der), Err(KeyError::KeyMismatch { .. })));
+    assert_eq!(format!("{key:?}"), "PrivateKey { algorithm: RsaPssSha256, .. }");
+    // Under 2048 bits: refused, saying so.
+    let weak = include_str!("data/rsa1024-weak.key");
+    let err = PrivateKey::from_pem(weak.as_bytes()).unwrap_err();
+    assert!(matches!(err, KeyError::BadKey { .. }) && err.to_string().contains("1024"), "{err}");
 }
 
 #[test]

@@ -5,11 +5,14 @@ mod common;
 
 use ca::verify::{CrlError, key_hash_of};
 use ca::{BundleError, CertError, CertVerifier, PeerId, Revocation, TrustBundle};
-use common::{Alg, Ca, ca_params, node_params, now, with_serial};
+use common::{Alg, Ca, RSA_CA_KEY, ca_params, node_params, now, with_serial};
 use ike::crypto::auth::SigAlg;
 use ike::sa::PeerAuthenticator;
 use ike::wire::id::{IdRepr, IdType};
-use rcgen::{CustomExtension, DnType, DnValue, KeyUsagePurpose, SigningKey as _};
+use rcgen::{
+    CustomExtension, DnType, DnValue, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P384_SHA384,
+    PKCS_RSA_SHA384, SigningKey as _,
+};
 use std::collections::HashSet;
 use std::time::Duration;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -48,6 +51,42 @@ fn nodes_of_every_key_type_verify_and_their_key_checks_signatures() {
             assert!(v.authenticate(&fqdn("a.mesh"), &node.chain()).is_ok());
         }
     }
+}
+
+#[test]
+fn rsa_cas_and_nodes_verify() {
+    for (ca_alg, alg) in [(Alg::Rsa, Alg::Rsa), (Alg::Rsa, Alg::Ed25519), (Alg::P256, Alg::Rsa)] {
+        let ca = Ca::new("mesh CA", ca_alg);
+        let node = ca.node(&["a.mesh"], alg);
+        let ok = verifier(&[&ca]).verify(&fqdn("a.mesh"), &node.chain()).unwrap();
+        if alg == Alg::Rsa {
+            let signature = node.key.sign(b"signed octets").unwrap();
+            assert!(ok.verifier.verify(SigAlg::RsaPkcs1Sha256, b"signed octets", &signature));
+        }
+    }
+}
+
+#[test]
+fn algorithms_we_do_not_implement_are_named() {
+    // An RSA CA that signs with SHA-384.
+    let key = KeyPair::from_pkcs8_pem_and_sign_algo(RSA_CA_KEY, &PKCS_RSA_SHA384).unwrap();
+    let ca = Ca::with_key(ca_params("SHA-384 CA", None), key, None);
+    let node = ca.node(&["a.mesh"], Alg::Ed25519);
+    let err = verifier(&[&ca]).verify(&fqdn("a.mesh"), &node.chain()).unwrap_err();
+    assert!(
+        matches!(&err, CertError::UnsupportedAlgorithm { detail, .. } if detail.contains("1.2.840.113549.1.1.12")),
+        "{err}"
+    );
+    assert!(err.to_string().starts_with("unsupported algorithm:"), "{err}");
+    // A P-384 CA cannot be trusted, a P-384 node cannot be verified.
+    let p384 = || KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+    let big = Ca::with_key(ca_params("P-384 CA", None), p384(), None);
+    let err = TrustBundle::from_der(&[&big.der]).unwrap_err();
+    assert!(matches!(err, BundleError::UnsupportedKey { .. }), "{err}");
+    let ca = Ca::new("mesh CA", Alg::Ed25519);
+    let node = node_params(&["a.mesh"]).signed_by(&p384(), &ca.issuer).unwrap();
+    let err = verifier(&[&ca]).verify(&fqdn("a.mesh"), &[node.der().to_vec()]).unwrap_err();
+    assert!(matches!(err, CertError::UnsupportedAlgorithm { .. }), "{err}");
 }
 
 #[test]

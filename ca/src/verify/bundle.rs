@@ -36,8 +36,8 @@ pub(crate) struct CaInfo {
     pub(crate) not_before_text: String,
     /// See `not_before_text`.
     pub(crate) not_after_text: String,
-    /// Checks signatures with its key; `None` if we do not implement its algorithm.
-    pub(crate) key: Option<Arc<dyn Verifier + Send + Sync>>,
+    /// Checks signatures with its key; why not if we do not implement its algorithm.
+    pub(crate) key: Result<Arc<dyn Verifier + Send + Sync>, String>,
 }
 
 impl CaInfo {
@@ -124,8 +124,8 @@ impl TrustBundle {
         if !info.is_ca {
             return Err(BundleError::NotCa { subject: info.subject_text });
         }
-        if info.key.is_none() {
-            return Err(BundleError::UnsupportedKey { subject: info.subject_text });
+        if let Err(detail) = info.key {
+            return Err(BundleError::UnsupportedKey { subject: info.subject_text, detail });
         }
         if !self.anchors.iter().any(|a| a.der == der) {
             self.anchors.push(Arc::new(Anchor { der: der.to_vec(), info }));

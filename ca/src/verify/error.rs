@@ -72,8 +72,8 @@ pub enum CertError {
     },
     /// The signature or key algorithm is not one we implement.
     #[error(
-        "unsupported algorithm: '{subject}' uses {detail}; issue certificates with \
-         Ed25519 or ECDSA P-256 keys and signatures"
+        "unsupported algorithm: '{subject}': {detail}; issue certificates with Ed25519, \
+         ECDSA P-256 or RSA (2048 bits or more) keys and SHA-256 signatures"
     )]
     UnsupportedAlgorithm {
         /// The certificate.
@@ -228,12 +228,14 @@ pub enum BundleError {
     },
     /// A CA's key algorithm is not one we implement.
     #[error(
-        "trust bundle: the key of '{subject}' is not Ed25519 or ECDSA P-256; use a CA key \
-         of one of these"
+        "trust bundle: the key of '{subject}' cannot be used ({detail}); use an Ed25519, \
+         ECDSA P-256 or RSA (2048 bits or more) CA key"
     )]
     UnsupportedKey {
         /// The certificate.
         subject: String,
+        /// Why.
+        detail: String,
     },
 }
 

@@ -244,11 +244,8 @@ impl CertVerifier {
             issuer_key = info.key_hash;
         }
         let peer = self.check_identity(id, leaf, &subject)?;
-        let verifier = x509::spki_verifier(leaf.public_key()).ok_or_else(|| {
-            CertError::UnsupportedAlgorithm {
-                subject: subject.clone(),
-                detail: format!("a key of type {}", leaf.public_key().algorithm.algorithm),
-            }
+        let verifier = x509::spki_verifier(leaf.public_key()).map_err(|detail| {
+            CertError::UnsupportedAlgorithm { subject: subject.clone(), detail }
         })?;
         Ok(Verified {
             peer,
@@ -284,7 +281,10 @@ impl CertVerifier {
             };
             let unsupported = || CertError::UnsupportedAlgorithm {
                 subject: subject.clone(),
-                detail: format!("signature algorithm {}", cert.signature_algorithm.algorithm),
+                detail: format!(
+                    "signature algorithm {} (with these parameters) is not supported",
+                    cert.signature_algorithm.algorithm
+                ),
             };
             // Intermediates below the next issuer, for its pathLenConstraint.
             let below = path.len();
@@ -304,7 +304,7 @@ impl CertVerifier {
                     issuer: issuer.clone(),
                 });
                 for anchor in anchors {
-                    let Some(key) = &anchor.info.key else { continue };
+                    let Ok(key) = &anchor.info.key else { continue };
                     match signed(key.as_ref()) {
                         Ok(()) => {
                             result = Ok(anchor);
@@ -329,14 +329,14 @@ impl CertVerifier {
                 if !named(&info) {
                     continue;
                 }
-                let Some(key) = &info.key else {
-                    return Err(CertError::UnsupportedAlgorithm {
-                        subject: info.subject_text,
-                        detail: format!(
-                            "a key of type {}",
-                            candidate.public_key().algorithm.algorithm
-                        ),
-                    });
+                let key = match &info.key {
+                    Ok(key) => key,
+                    Err(detail) => {
+                        return Err(CertError::UnsupportedAlgorithm {
+                            subject: info.subject_text.clone(),
+                            detail: detail.clone(),
+                        });
+                    }
                 };
                 match signed(key.as_ref()) {
                     Ok(()) => {

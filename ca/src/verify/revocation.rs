@@ -91,7 +91,7 @@ impl Revocation {
         let ca = candidates
             .iter()
             .find(|a| {
-                a.info.key.as_ref().is_some_and(|key| {
+                a.info.key.as_ref().is_ok_and(|key| {
                     x509::check_signature(
                         key.as_ref(),
                         &crl.signature_algorithm,

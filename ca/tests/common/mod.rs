@@ -5,7 +5,8 @@
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
     DnType, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
-    PKCS_ED25519, RevokedCertParams, SerialNumber, SignatureAlgorithm, date_time_ymd,
+    PKCS_ED25519, PKCS_RSA_SHA256, RevokedCertParams, SerialNumber, SignatureAlgorithm,
+    date_time_ymd,
 };
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,18 +20,39 @@ pub fn now() -> SystemTime {
 pub enum Alg {
     Ed25519,
     P256,
+    /// RSA 2048 with PKCS#1 v1.5 SHA-256 signatures. ring cannot make RSA keys, so every
+    /// RSA node shares one fixed key (made with `openssl genpkey`, for tests only) and
+    /// every RSA CA another.
+    Rsa,
 }
+
+/// The fixed RSA keys (PEM PKCS#8), test-only.
+pub const RSA_NODE_KEY: &str = include_str!("../data/rsa2048-node.key");
+pub const RSA_CA_KEY: &str = include_str!("../data/rsa2048-ca.key");
 
 impl Alg {
     pub fn rcgen(self) -> &'static SignatureAlgorithm {
         match self {
             Alg::Ed25519 => &PKCS_ED25519,
             Alg::P256 => &PKCS_ECDSA_P256_SHA256,
+            Alg::Rsa => &PKCS_RSA_SHA256,
         }
     }
 
+    /// A node key.
     pub fn key(self) -> KeyPair {
-        KeyPair::generate_for(self.rcgen()).unwrap()
+        match self {
+            Alg::Rsa => KeyPair::from_pem(RSA_NODE_KEY).unwrap(),
+            _ => KeyPair::generate_for(self.rcgen()).unwrap(),
+        }
+    }
+
+    /// A CA key.
+    pub fn ca_key(self) -> KeyPair {
+        match self {
+            Alg::Rsa => KeyPair::from_pem(RSA_CA_KEY).unwrap(),
+            _ => self.key(),
+        }
     }
 }
 
@@ -67,7 +89,11 @@ impl Ca {
 
     /// A CA from `params`, self-signed or issued by `parent`.
     pub fn from_params(params: CertificateParams, alg: Alg, parent: Option<&Ca>) -> Ca {
-        let key = alg.key();
+        Ca::with_key(params, alg.ca_key(), parent)
+    }
+
+    /// A CA with `key`, self-signed or issued by `parent`.
+    pub fn with_key(params: CertificateParams, key: KeyPair, parent: Option<&Ca>) -> Ca {
         let cert = match parent {
             None => params.self_signed(&key).unwrap(),
             Some(parent) => params.signed_by(&key, &parent.issuer).unwrap(),
