@@ -121,18 +121,23 @@ impl KeyPair {
             Group::Curve25519 => {
                 let mut k = Zeroizing::new([0u8; 32]);
                 rng.fill(&mut k[..]);
-                let public =
-                    x25519_dalek::x25519(*k, x25519_dalek::X25519_BASEPOINT_BYTES).to_vec();
+                // The fixed-base multiplication (Edwards table): about 3x faster than
+                // the Montgomery ladder `x25519(k, 9)`, same result.
+                let secret = x25519_dalek::StaticSecret::from(*k);
+                let public = x25519_dalek::PublicKey::from(&secret).as_bytes().to_vec();
                 KeyPair { group, private: Secret::new(k.to_vec()), public }
             }
             Group::Ecp256 => loop {
                 // A uniformly random scalar: retry the ~2^-32 draws that are 0 or >= n.
                 let mut k = Zeroizing::new([0u8; 32]);
                 rng.fill(&mut k[..]);
-                if let Ok(secret) = p256::SecretKey::from_slice(&k[..]) {
-                    let sec1 = secret.public_key().to_sec1_bytes();
+                // aws-lc-rs (already here for ECDSA) does the point arithmetic about
+                // 4x faster than RustCrypto's p256; the scalar still comes from `rng`.
+                if let Ok(secret) = ecdh_p256_private(&k[..])
+                    && let Ok(sec1) = secret.compute_public_key()
+                {
                     // Uncompressed SEC1 is 0x04 | x | y; RFC 5903 sends x | y.
-                    let public = sec1.get(1..).unwrap_or_default().to_vec();
+                    let public = sec1.as_ref().get(1..).unwrap_or_default().to_vec();
                     break KeyPair { group, private: Secret::new(k.to_vec()), public };
                 }
             },
@@ -187,17 +192,17 @@ impl KeyPair {
                 Ok(Secret::new(shared.to_vec()))
             }
             Group::Ecp256 => {
-                let secret = p256::SecretKey::from_slice(&self.private)
-                    .map_err(|_| DhError::InvalidPublicValue(id))?;
+                use aws_lc_rs::agreement;
+                let secret = ecdh_p256_private(&self.private)
+                    .map_err(|()| DhError::InvalidPublicValue(id))?;
                 let mut sec1 = Vec::with_capacity(65);
                 sec1.push(0x04);
                 sec1.extend_from_slice(peer);
-                // from_sec1_bytes refuses points not on the curve and the identity.
-                let public = p256::PublicKey::from_sec1_bytes(&sec1)
-                    .map_err(|_| DhError::InvalidPublicValue(id))?;
-                let shared =
-                    p256::ecdh::diffie_hellman(secret.to_nonzero_scalar(), public.as_affine());
-                Ok(Secret::new(shared.raw_secret_bytes().to_vec()))
+                // aws-lc refuses points not on the curve (and the point at infinity,
+                // which has no uncompressed encoding).
+                let public = agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, &sec1);
+                agreement::agree(&secret, public, (), |x| Ok(Secret::new(x.to_vec())))
+                    .map_err(|()| DhError::InvalidPublicValue(id))
             }
             Group::Modp2048 => {
                 let (p, params) = modp2048();
@@ -218,6 +223,12 @@ impl KeyPair {
             }
         }
     }
+}
+
+/// An ECDH P-256 private key from its scalar (refused if 0 or >= n).
+fn ecdh_p256_private(scalar: &[u8]) -> Result<aws_lc_rs::agreement::PrivateKey, ()> {
+    aws_lc_rs::agreement::PrivateKey::from_private_key(&aws_lc_rs::agreement::ECDH_P256, scalar)
+        .map_err(|_| ())
 }
 
 /// `n` as exactly `len` big-endian bytes (left-padded with zeros).
