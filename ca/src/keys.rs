@@ -40,8 +40,9 @@ pub enum KeyError {
     },
     /// Not a PEM private key we read.
     #[error(
-        "private key: {detail}; give an unencrypted PKCS#8 PEM key (`-----BEGIN PRIVATE \
-         KEY-----`, `openssl pkcs8 -topk8 -nocrypt` converts others)"
+        "private key: {detail}; give an unencrypted PEM key: PKCS#8 (`BEGIN PRIVATE KEY`), \
+         SEC1 P-256 (`BEGIN EC PRIVATE KEY`) or PKCS#1 RSA (`BEGIN RSA PRIVATE KEY`); \
+         `openssl pkcs8 -topk8 -nocrypt` converts others"
     )]
     BadPem {
         /// What is wrong.
@@ -111,7 +112,8 @@ impl fmt::Debug for PrivateKey {
 }
 
 impl PrivateKey {
-    /// Reads a PEM PKCS#8 key file, refusing one whose mode is looser than 0600.
+    /// Reads a PEM key file (see [`PrivateKey::from_pem`]), refusing one whose mode is
+    /// looser than 0600.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let name = || path.display().to_string();
         let io = |source| KeyError::Io { path: name(), source };
@@ -132,15 +134,47 @@ impl PrivateKey {
         Self::from_pem(&pem)
     }
 
-    /// From PEM PKCS#8 (`PRIVATE KEY`).
+    /// From PEM: PKCS#8 (`PRIVATE KEY`), SEC1 for P-256 (`EC PRIVATE KEY`) or PKCS#1 for
+    /// RSA (`RSA PRIVATE KEY`).
     pub fn from_pem(pem: &[u8]) -> Result<Self, KeyError> {
         let mut buf = Zeroizing::new(vec![0u8; pem.len()]);
         let (label, der) = pem_rfc7468::decode(pem, &mut buf)
             .map_err(|e| KeyError::BadPem { detail: format!("not one PEM block ({e})") })?;
-        if label != "PRIVATE KEY" {
-            return Err(KeyError::BadPem { detail: format!("a {label} block") });
+        match label {
+            "PRIVATE KEY" => Self::from_pkcs8_der(der),
+            // What `openssl ecparam -genkey` and strongSwan's `pki --gen --type ecdsa`
+            // write: SEC1 (RFC 5915), P-256 only.
+            "EC PRIVATE KEY" => {
+                use sec1::der::Decode as _;
+                let bad = |detail: String| KeyError::BadKey { detail };
+                let key = sec1::EcPrivateKey::from_der(der)
+                    .map_err(|e| bad(format!("not a SEC1 EC private key ({e})")))?;
+                let p256 = sec1::der::asn1::ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+                match key.parameters.and_then(sec1::EcParameters::named_curve) {
+                    Some(oid) if oid == p256 => {}
+                    Some(oid) => {
+                        return Err(KeyError::UnsupportedAlgorithm { oid: oid.to_string() });
+                    }
+                    None => return Err(bad("an EC private key that names no curve".into())),
+                }
+                let signer = ike::crypto::auth::EcdsaP256Signer::from_bytes(key.private_key)
+                    .ok_or_else(|| bad("not a valid P-256 private key".into()))?;
+                let signer: Arc<dyn Signer + Send + Sync> = Arc::new(signer);
+                Ok(Self { algorithm: signer.algorithm(), signer })
+            }
+            // PKCS#1, as `openssl genrsa` (1.x) writes.
+            "RSA PRIVATE KEY" => {
+                let signer = ike::crypto::auth::RsaSigner::from_pkcs1(der)
+                    .map_err(|detail| KeyError::BadKey { detail })?;
+                let signer: Arc<dyn Signer + Send + Sync> = Arc::new(signer);
+                Ok(Self { algorithm: signer.algorithm(), signer })
+            }
+            other => Err(KeyError::BadPem {
+                detail: format!(
+                    "a {other} block (expected PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY)"
+                ),
+            }),
         }
-        Self::from_pkcs8_der(der)
     }
 
     /// From DER PKCS#8 (v1, or v2 with the public key): Ed25519, EC on P-256, or RSA of

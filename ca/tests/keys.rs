@@ -80,12 +80,55 @@ fn key_files_must_be_private() {
     assert!(matches!(PrivateKey::load(&dir.path().join("none")), Err(KeyError::Io { .. })));
 }
 
+/// A test-only P-256 key in SEC1 form, from `openssl ecparam -name prime256v1 -genkey`.
+const SEC1_P256: &str = "-----BEGIN EC PRIVATE KEY-----
+MHcCAQEEIPujUXiG3d4UqJjTxeXspzIl6/mtX5g9tf/+SRTN7njEoAoGCCqGSM49
+AwEHoUQDQgAEDzQWP2XQdhu7shbaQ++WBxkOJSA/8oyf3+VHcdgMZmeM4ZXhYHFf
+HTYE18mWFMsPgYFOv00bgm54h5n3h7nAHQ==
+-----END EC PRIVATE KEY-----
+";
+
+/// Its public key, from `openssl ec -pubout`.
+const SEC1_P256_SPKI: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEDzQWP2XQdhu7shbaQ++WBxkOJSA/
+8oyf3+VHcdgMZmeM4ZXhYHFfHTYE18mWFMsPgYFOv00bgm54h5n3h7nAHQ==
+-----END PUBLIC KEY-----
+";
+
+/// The same form on P-384, which we do not sign with.
+const SEC1_P384: &str = "-----BEGIN EC PRIVATE KEY-----
+MIGkAgEBBDC6A7RXf53nted68qp2lusdi9Qy/AqsrGPliJzkfdZGVWiWs/jSo3q3
+CWo6hlrxEdugBwYFK4EEACKhZANiAAShJwHd/6hL5FGMy5OlaTVLPiXygAK9YaWF
+F9tLnbtNt+VfIUCcj0lB1RGPccX8Cyoqy1R1Vbfz6mfm7uNkWe/bT754rs6tSmLW
+/3Ov6+3odCuApYi03laTzKBn3nJ2/5g=
+-----END EC PRIVATE KEY-----
+";
+
+#[test]
+fn sec1_p256_keys_load_and_sign_for_their_public_key() {
+    let key = PrivateKey::from_pem(SEC1_P256.as_bytes()).unwrap();
+    assert_eq!(key.algorithm(), ike::crypto::auth::SigAlg::EcdsaP256Sha256);
+    let mut buf = vec![0u8; SEC1_P256_SPKI.len()];
+    let (_, spki) = pem_rfc7468::decode(SEC1_P256_SPKI.as_bytes(), &mut buf).unwrap();
+    let verifier = ike::crypto::auth::verifier_from_spki(spki).unwrap();
+    let sig = key.signer().sign(b"octets");
+    assert!(verifier.verify(ike::crypto::auth::SigAlg::EcdsaP256Sha256, b"octets", &sig));
+    let err = PrivateKey::from_pem(SEC1_P384.as_bytes()).unwrap_err();
+    assert!(
+        matches!(&err, KeyError::UnsupportedAlgorithm { oid } if oid == "1.3.132.0.34"),
+        "{err}"
+    );
+}
+
 #[test]
 fn other_key_formats_are_refused_with_the_way_out() {
     let sec1 = "-----BEGIN EC PRIVATE KEY-----\nMAA=\n-----END EC PRIVATE KEY-----\n";
     let err = PrivateKey::from_pem(sec1.as_bytes()).unwrap_err();
+    assert!(matches!(err, KeyError::BadKey { .. }), "{err}");
+    let dsa = "-----BEGIN DSA PRIVATE KEY-----\nMAA=\n-----END DSA PRIVATE KEY-----\n";
+    let err = PrivateKey::from_pem(dsa.as_bytes()).unwrap_err();
     assert!(matches!(err, KeyError::BadPem { .. }), "{err}");
-    assert!(err.to_string().contains("openssl pkcs8 -topk8 -nocrypt"), "{err}");
+    assert!(err.to_string().contains("expected PRIVATE KEY"), "{err}");
     assert!(matches!(PrivateKey::from_pem(b"not pem"), Err(KeyError::BadPem { .. })));
     let junk = "-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n";
     assert!(matches!(PrivateKey::from_pem(junk.as_bytes()), Err(KeyError::BadKey { .. })));
