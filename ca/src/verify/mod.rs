@@ -7,7 +7,8 @@
 //! 1. the chain parses as DER X.509, leaf first (`Malformed`, `NoCertificate`), and
 //!    has no critical extension we do not process;
 //! 2. the leaf is a node certificate: not a CA (`CaAsLeaf`), not self-issued
-//!    (`SelfSignedLeaf`), keyUsage with digitalSignature (`MissingDigitalSignature`);
+//!    (`SelfSignedLeaf`), and if it has keyUsage, with digitalSignature
+//!    (`MissingDigitalSignature`);
 //! 3. it chains, through intermediates the peer sent if any, to a CA of the
 //!    [`TrustBundle`] by name (and key identifier) and signature (`UnknownIssuer`,
 //!    `BadSignature`, `UnsupportedAlgorithm`), every issuer being a CA with
@@ -465,8 +466,10 @@ fn check_leaf(leaf: &X509Certificate<'_>, subject: &str) -> Result<(), CertError
     if leaf.subject().as_raw() == leaf.issuer().as_raw() {
         return Err(CertError::SelfSignedLeaf { subject: subject.to_string() });
     }
+    // RFC 5280 4.2.1.3: without the extension the key may be used for anything (what
+    // strongSwan's `pki --issue` makes by default); with it, digitalSignature must be on.
     let ku = leaf.key_usage().map_err(|e| malformed(e.to_string()))?;
-    if !ku.is_some_and(|ku| ku.value.digital_signature()) {
+    if ku.is_some_and(|ku| !ku.value.digital_signature()) {
         return Err(CertError::MissingDigitalSignature { subject: subject.to_string() });
     }
     Ok(())
