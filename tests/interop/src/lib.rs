@@ -8,6 +8,9 @@
 //!   certificates and keys, the vici socket, the PID file and the log — in a temporary
 //!   folder it owns. Connections are loaded with `swanctl`; SAs are initiated, listed,
 //!   rekeyed and terminated over charon's vici socket.
+//! - [`peer`]: [`IkePeer`], ikemesh's own IKE (the `ike-peer` binary of this crate: one
+//!   IKE SA over UDP with certificate files) in a host, driven through its stdin and its
+//!   event lines.
 //! - [`sa`]: what charon reports about its IKE and child SAs (what `swanctl --list-sas`
 //!   shows), as types.
 //!
@@ -18,11 +21,13 @@
 //! The strongSwan packages are installed by `tests/vm/vm setup`.
 
 pub mod charon;
+pub mod peer;
 pub mod pki;
 pub mod sa;
 mod vici;
 
 pub use charon::{Charon, CharonConfig, ChildConfig, Connection, Mode};
+pub use peer::{IkePeer, PeerOptions};
 pub use pki::{Identity, KeyType, TestCa};
 pub use sa::{ChildSa, IkeSa};
 
