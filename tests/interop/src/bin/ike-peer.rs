@@ -22,7 +22,7 @@ use ike::crypto::Random;
 use ike::crypto::auth::SigAlg;
 use ike::endpoint::{Endpoint, Limits, SaHandle};
 use ike::proposal::Policy;
-use ike::sa::{ChildSa, Config, Event, Retransmit};
+use ike::sa::{ChildSa, Config, Event, IkeSa, Retransmit};
 use ike::wire::id::IdRepr;
 use std::io::BufRead;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -137,9 +137,10 @@ struct Kernel {
 
 const REQID: u32 = 0x4D00_0101;
 const PRIORITY: u32 = 0x4D00_0100;
+const BYPASS_PRIORITY: u32 = 0x4D00_0010;
 
 impl Kernel {
-    fn new(local: IpAddr, remote: IpAddr) -> Result<Self, String> {
+    fn new(local: IpAddr, remote: IpAddr, port: u16) -> Result<Self, String> {
         let mut x = xfrm::Xfrm::open().map_err(|e| e.to_string())?;
         let policy = |src, dst, dir| xfrm::Policy {
             selector: xfrm::Selector::hosts(src, dst),
@@ -154,11 +155,45 @@ impl Kernel {
             }),
             mark: None,
         };
-        for p in [
-            policy(local, remote, xfrm::Direction::Out),
-            policy(remote, local, xfrm::Direction::In),
-        ] {
-            x.update_policy(&p).map_err(|e| e.to_string())?;
+        // IKE itself must pass in the clear, ahead of the require policies (a daemon
+        // would rather put a bypass policy on its socket).
+        let bypass = |src, dst, dir, ports: (Option<u16>, Option<u16>)| xfrm::Policy {
+            selector: xfrm::Selector {
+                proto: Some(17),
+                src_port: ports.0,
+                dst_port: ports.1,
+                ..xfrm::Selector::hosts(src, dst)
+            },
+            dir,
+            priority: BYPASS_PRIORITY,
+            action: xfrm::Action::Bypass,
+            mark: None,
+        };
+        let ike = Some(port);
+        let mut policies = vec![
+            bypass(local, remote, xfrm::Direction::Out, (ike, None)),
+            bypass(local, remote, xfrm::Direction::Out, (None, ike)),
+            bypass(remote, local, xfrm::Direction::In, (ike, None)),
+            bypass(remote, local, xfrm::Direction::In, (None, ike)),
+        ];
+        if local.is_ipv6() {
+            // Neighbour solicitations and advertisements (ICMPv6 types 135 and 136; the
+            // selector's source port holds the ICMP type): without them the hosts cannot
+            // find each other's link address once the require policies are in.
+            for icmp_type in [135, 136] {
+                for (src, dst, dir) in
+                    [(local, remote, xfrm::Direction::Out), (remote, local, xfrm::Direction::In)]
+                {
+                    let mut p = bypass(src, dst, dir, (Some(icmp_type), None));
+                    p.selector.proto = Some(58);
+                    policies.push(p);
+                }
+            }
+        }
+        policies.push(policy(local, remote, xfrm::Direction::Out));
+        policies.push(policy(remote, local, xfrm::Direction::In));
+        for p in &policies {
+            x.update_policy(p).map_err(|e| e.to_string())?;
         }
         Ok(Self { x, local, remote })
     }
@@ -239,7 +274,11 @@ impl Peer {
         self.sa = Some(handle);
         match event {
             Event::IkeUp { peer, algorithms } => {
-                println!("ike-up peer={} alg={algorithms:?}", String::from_utf8_lossy(&peer.data));
+                let (i, r) = self.ep.sa(handle).map_or((0, 0), IkeSa::spis);
+                println!(
+                    "ike-up peer={} spis={i:016x}_{r:016x} alg={algorithms:?}",
+                    String::from_utf8_lossy(&peer.data)
+                );
             }
             Event::ChildUp(c) => {
                 if let Some(k) = self.kernel.as_mut() {
@@ -320,7 +359,8 @@ fn stdin_lines() -> mpsc::Receiver<String> {
 
 fn run(args: &Args) -> Result<(), String> {
     let cfg = config(args)?;
-    let kernel = if args.install { Some(Kernel::new(args.local, args.remote)?) } else { None };
+    let kernel =
+        if args.install { Some(Kernel::new(args.local, args.remote, args.port)?) } else { None };
     let socket = UdpSocket::bind(SocketAddr::new(args.local, args.port))
         .map_err(|e| format!("cannot bind {}:{}: {e}", args.local, args.port))?;
     let remote = SocketAddr::new(args.remote, args.port);
