@@ -1560,7 +1560,15 @@ impl IkeSa {
                     own_nonce: &ni,
                     peer_nonce: &nr,
                 };
-                let payloads = ike_auth::request(&self.cfg, &ctx, child_spi);
+                let payloads = match ike_auth::try_request(&self.cfg, &ctx, child_spi) {
+                    Ok(p) => p,
+                    // Nothing we could sign would be accepted: say so rather than send an
+                    // IKE_AUTH the peer must refuse.
+                    Err(why) => {
+                        return self
+                            .fail(format!("IKE_AUTH: cannot authenticate ourselves: {why}"));
+                    }
+                };
                 let bytes = seal(
                     &keys.sk(true),
                     &self.header(ExchangeType::IkeAuth, 1, false),
@@ -1655,7 +1663,7 @@ impl IkeSa {
             Err(ike_auth::Refused { response, reason }) => {
                 let bytes = seal(&keys.sk(false), &header, &response, rng);
                 self.send_response(datagram, bytes);
-                self.fail(format!("IKE_AUTH: peer not authenticated: {reason}"))
+                self.fail(format!("IKE_AUTH: {reason}"))
             }
         }
     }

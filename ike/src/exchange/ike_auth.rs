@@ -327,8 +327,9 @@ pub fn process_request(
         response: vec![Payload::Notify(NotifyRepr::new(kind, Vec::new()))],
         reason,
     };
-    let peer = check_peer(cfg, ctx, payloads, false)
-        .map_err(|why| refuse(NotifyType::AuthenticationFailed, why))?;
+    let peer = check_peer(cfg, ctx, payloads, false).map_err(|why| {
+        refuse(NotifyType::AuthenticationFailed, format!("peer not authenticated: {why}"))
+    })?;
     let mut out = credentials(cfg, ctx, false).map_err(|why| {
         refuse(NotifyType::AuthenticationFailed, format!("cannot authenticate ourselves: {why}"))
     })?;
@@ -709,7 +710,7 @@ mod tests {
         let refused = process_request(&ec, &inits.ctx(false), &request, keys, [0, 0, 0, 2])
             .map(|_| ())
             .unwrap_err();
-        assert_eq!(refused.reason, "no AUTH payload");
+        assert_eq!(refused.reason, "peer not authenticated: no AUTH payload");
         let why = process_response(&ed, &ctx, &refused.response, keys, [0, 0, 0, 1]).unwrap_err();
         assert_eq!(why, reason);
         // As responder: the initiator announced nothing; its method-9 AUTH is fine, ours
