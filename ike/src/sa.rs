@@ -140,6 +140,8 @@ pub struct ChildSa {
     pub key_out: Secret,
     /// Negotiated ESP algorithms.
     pub algorithms: EspAlgorithms,
+    /// The mode both sides agreed on (`USE_TRANSPORT_MODE`).
+    pub mode: ChildMode,
     /// Our side's selector.
     pub local: TrafficSelector,
     /// The peer's side's selector.
@@ -152,10 +154,20 @@ impl std::fmt::Debug for ChildSa {
             .field("spi_in", &format_args!("{:#010x}", self.spi_in))
             .field("spi_out", &format_args!("{:#010x}", self.spi_out))
             .field("algorithms", &self.algorithms)
+            .field("mode", &self.mode)
             .field("local", &self.local)
             .field("remote", &self.remote)
             .finish_non_exhaustive()
     }
+}
+
+/// How a child SA carries traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ChildMode {
+    /// ESP between the two hosts' own addresses (RFC 4303 section 3.1.1): the only mode
+    /// a mesh needs, asked for and confirmed with `USE_TRANSPORT_MODE`.
+    Transport,
 }
 
 /// What happened, for the caller.

@@ -19,7 +19,7 @@ use crate::crypto::dh::{Group, KeyPair};
 use crate::crypto::keys::{IkeKeys, child_keymat, ike_keys, skeyseed_rekey};
 use crate::crypto::{Prf, Random, Secret};
 use crate::proposal::{EspAlgorithms, IkeAlgorithms, Policy, esp_proposal, ike_proposals};
-use crate::sa::{ChildSa, Config};
+use crate::sa::{ChildMode, ChildSa, Config};
 use crate::wire::{
     Payload,
     ke::KeRepr,
@@ -286,6 +286,7 @@ impl ChildOffer {
             key_in: r_to_i,
             key_out: i_to_r,
             algorithms: algs,
+            mode: ChildMode::Transport,
             local,
             remote,
         };
@@ -519,6 +520,7 @@ pub fn answer_child(
         key_in: i_to_r,
         key_out: r_to_i,
         algorithms: algs,
+        mode: ChildMode::Transport,
         local,
         remote,
     };

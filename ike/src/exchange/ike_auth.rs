@@ -19,12 +19,13 @@
 //! authenticated to. Methods 1, 9 and 14 are accepted from the peer, each only with a
 //! key of its type and an algorithm in [`Config::signature_algorithms`].
 
+use crate::crypto::Prf;
 use crate::crypto::auth::{
     SigAlg, Signer, Verifier, auth_data, signed_octets, verify_auth_data, verify_signature,
 };
-use crate::crypto::{Prf, Secret};
-use crate::proposal::{EspAlgorithms, esp_proposal};
-use crate::sa::{ChildSa, Config};
+use crate::exchange::create_child_sa::{child_keys, covers, has_notify, narrowed_to, selectors};
+use crate::proposal::esp_proposal;
+use crate::sa::{ChildMode, ChildSa, Config};
 use crate::wire::{
     Message, Payload,
     auth::{AuthMethod, AuthRepr},
@@ -32,7 +33,7 @@ use crate::wire::{
     id::IdRepr,
     notify::{NotifyRepr, NotifyType},
     sa::SaRepr,
-    ts::{TrafficSelector, TsRepr},
+    ts::TsRepr,
 };
 
 /// What both sides need to compute and check AUTH payloads.
@@ -225,41 +226,6 @@ fn check_peer(
     Ok(id.clone())
 }
 
-fn selectors(payloads: &[Payload]) -> (Option<&TsRepr>, Option<&TsRepr>) {
-    let tsi = payloads.iter().find_map(|p| if let Payload::TsI(t) = p { Some(t) } else { None });
-    let tsr = payloads.iter().find_map(|p| if let Payload::TsR(t) = p { Some(t) } else { None });
-    (tsi, tsr)
-}
-
-fn covers(offered: &TsRepr, host: &TrafficSelector) -> bool {
-    offered.selectors.iter().any(|ts| {
-        ts.start.is_ipv4() == host.start.is_ipv4()
-            && ts.start <= host.start
-            && host.end <= ts.end
-            && (ts.protocol == 0 || ts.protocol == host.protocol)
-            && ts.start_port <= host.start_port
-            && host.end_port <= ts.end_port
-    })
-}
-
-fn has_notify(payloads: &[Payload], kind: NotifyType) -> bool {
-    payloads.iter().any(|p| matches!(p, Payload::Notify(n) if n.kind == kind))
-}
-
-fn child_keys(
-    prf: Prf,
-    sk_d: &[u8],
-    ni: &[u8],
-    nr: &[u8],
-    algs: EspAlgorithms,
-) -> (Secret, Secret) {
-    let len = usize::from(algs.gcm_key_bits / 8) + 4;
-    let keymat =
-        crate::crypto::keys::child_keymat(prf, sk_d, None, ni, nr, 2 * len).unwrap_or_default();
-    // Section 2.17: the initiator-to-responder SA's keys come first.
-    (Secret::new(keymat[..len].to_vec()), Secret::new(keymat[len..].to_vec()))
-}
-
 /// The initiator's request payloads; `child_spi` is our inbound ESP SPI. Fails, with a
 /// one-line reason, when we cannot authenticate ourselves to this peer (an Ed25519 key
 /// and a peer without RFC 7427, or no common hash).
@@ -357,7 +323,7 @@ pub fn process_request(
                 .and_then(|s| s.proposals.iter().find(|p| p.num == chosen.proposals[0].num))
                 .map(|p| p.spi.clone())
                 .unwrap_or_default();
-            let (i_to_r, r_to_i) = child_keys(ctx.prf, sk_d, ni, nr, algs);
+            let (i_to_r, r_to_i) = child_keys(ctx.prf, sk_d, None, (ni, nr), algs);
             out.push(Payload::Notify(NotifyRepr::new(NotifyType::UseTransportMode, Vec::new())));
             out.push(Payload::Sa(chosen));
             out.push(Payload::TsI(TsRepr { selectors: vec![remote] }));
@@ -368,6 +334,7 @@ pub fn process_request(
                 key_in: i_to_r,
                 key_out: r_to_i,
                 algorithms: algs,
+                mode: ChildMode::Transport,
                 local,
                 remote,
             })
@@ -428,23 +395,17 @@ pub fn process_response(
         }
         let (local, remote) = (cfg.local_ts(), cfg.remote_ts());
         let (tsi, tsr) = selectors(payloads);
-        let narrowed = |t: Option<&TsRepr>, want: &TrafficSelector| {
-            t.is_some_and(|t| {
-                t.selectors.len() == 1
-                    && covers(t, want)
-                    && covers(&TsRepr { selectors: vec![*want] }, &t.selectors[0])
-            })
-        };
-        if !(narrowed(tsi, &local) && narrowed(tsr, &remote)) {
+        if !(narrowed_to(tsi, &local) && narrowed_to(tsr, &remote)) {
             return Err("the peer narrowed the traffic selectors to something else".into());
         }
-        let (i_to_r, r_to_i) = child_keys(ctx.prf, sk_d, ni, nr, algs);
+        let (i_to_r, r_to_i) = child_keys(ctx.prf, sk_d, None, (ni, nr), algs);
         Ok(ChildSa {
             spi_in: u32::from_be_bytes(child_spi),
             spi_out: <[u8; 4]>::try_from(answer.spi.as_slice()).map_or(0, u32::from_be_bytes),
             key_in: r_to_i,
             key_out: i_to_r,
             algorithms: algs,
+            mode: ChildMode::Transport,
             local,
             remote,
         })

@@ -38,6 +38,7 @@ fn clone_child(c: &ChildSa) -> ChildSa {
         key_in: c.key_in.clone(),
         key_out: c.key_out.clone(),
         algorithms: c.algorithms,
+        mode: c.mode,
         local: c.local,
         remote: c.remote,
     }
@@ -172,6 +173,7 @@ fn placeholder(spi_in: u32, spi_out: u32) -> ChildSa {
         key_in: Secret::new(vec![spi_in as u8]),
         key_out: Secret::new(vec![spi_out as u8]),
         algorithms: EspAlgorithms { gcm_key_bits: 0, esn: false, group: None },
+        mode: ChildMode::Transport,
         local: TrafficSelector::host("0.0.0.0".parse().unwrap()),
         remote: TrafficSelector::host("0.0.0.0".parse().unwrap()),
     }

@@ -233,9 +233,10 @@ impl Drop for Kernel {
 
 fn describe(c: &ChildSa) -> String {
     format!(
-        "in={:#010x} out={:#010x} gcm={} esn={} pfs={}",
+        "in={:#010x} out={:#010x} mode={:?} gcm={} esn={} pfs={}",
         c.spi_in,
         c.spi_out,
+        c.mode,
         c.algorithms.gcm_key_bits,
         u8::from(c.algorithms.esn),
         c.algorithms.group.map_or("none".to_string(), |g| format!("{g:?}")),
