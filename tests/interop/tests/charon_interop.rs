@@ -7,7 +7,9 @@
 //! UDP crosses the link as ESP under the child's SPIs both ways and arrives (so both
 //! sides derived the same keys); each side rekeys the child SA and the IKE SA once, and
 //! traffic flows under the new child SA; then one side deletes the child SA and the
-//! other the IKE SA, each confirmed from charon's side. The child rekeys use PFS.
+//! other the IKE SA, each confirmed from charon's side. The child rekeys use PFS. And
+//! with charon told not to use RFC 7427 signatures, ECDSA P-256 with the classic AUTH
+//! method 9, in both roles.
 #![allow(clippy::print_stdout)] // the SPIs and steps it prints are its report
 
 use ikemesh_interop::charon::{IKE_AES256GCM_ECP256, IKE_AES256GCM_X25519};
@@ -25,6 +27,7 @@ const DATAGRAMS: u32 = 5;
 const MARKER: &[u8] = b"IKEMESH-CHARON-PLAINTEXT";
 const WAIT: Duration = Duration::from_secs(15);
 
+#[allow(clippy::struct_excessive_bools)] // a test case is a row of switches
 struct Case {
     key: KeyType,
     v6: bool,
@@ -34,15 +37,19 @@ struct Case {
     groups: &'static [&'static str],
     esn: bool,
     we_initiate: bool,
+    /// charon without RFC 7427 (`signature_authentication = no`): both sides then use
+    /// the classic ECDSA method 9.
+    classic: bool,
 }
 
 impl Case {
     fn name(&self) -> String {
         format!(
-            "{} over IPv{}, {} initiates",
+            "{} over IPv{}, {} initiates{}",
             self.key,
             if self.v6 { 6 } else { 4 },
-            if self.we_initiate { "ikemesh" } else { "charon" }
+            if self.we_initiate { "ikemesh" } else { "charon" },
+            if self.classic { ", classic AUTH method (no RFC 7427)" } else { "" }
         )
     }
 }
@@ -186,9 +193,11 @@ fn run_case(case: &Case) -> Vec<String> {
     let conn = Connection::host_to_host(CONN, a.addr(case.v6), b.addr(case.v6), &id_b.id)
         .with_ike_proposals(&[case.ike])
         .with_esp_proposals(&[case.esp]);
-    let charon =
-        Charon::start(a, CharonConfig::new(id_a.clone(), ca.cert_pem().to_owned(), vec![conn]))
-            .unwrap();
+    let mut config = CharonConfig::new(id_a.clone(), ca.cert_pem().to_owned(), vec![conn]);
+    if case.classic {
+        config.strongswan_extra.push("signature_authentication = no".into());
+    }
+    let charon = Charon::start(a, config).unwrap();
     let mut ours = IkePeer::start(
         b,
         &PeerOptions {
@@ -225,6 +234,16 @@ fn run_case(case: &Case) -> Vec<String> {
         child.spi_in,
         child.spi_out
     ));
+    // How charon checked our AUTH payload, and how we checked its.
+    let log = charon.log();
+    let theirs = log
+        .lines()
+        .find(|l| l.contains("authentication of 'ours.ikemesh.test' with"))
+        .unwrap_or_else(|| panic!("charon logs how it checked us:\n{}", charon.log_tail(40)));
+    let how = theirs.split(" with ").nth(1).unwrap_or_default();
+    let rfc7427 = how.contains("WITH_SHA") || how.contains("ED25519");
+    assert_eq!(rfc7427, !case.classic, "charon checked us {how}");
+    report.line(format_args!("charon authenticated us with {how}"));
     report.line(check_traffic(case, a, b, &child));
 
     rekeys(case, (a, b), &charon, &mut ours, &mut report);
@@ -240,7 +259,7 @@ fn run_case(case: &Case) -> Vec<String> {
 }
 
 #[test]
-fn ikemesh_and_charon_in_both_roles_with_ed25519_and_p256() {
+fn ikemesh_and_charon_in_both_roles_with_ed25519_p256_and_classic_ecdsa() {
     guest_test_with_timeout(Duration::from_secs(300), || {
         let started = Instant::now();
         let mut cases = Vec::new();
@@ -253,6 +272,7 @@ fn ikemesh_and_charon_in_both_roles_with_ed25519_and_p256() {
                 groups: &["x25519"],
                 esn: false,
                 we_initiate,
+                classic: false,
             });
             cases.push(Case {
                 key: KeyType::EcdsaP256,
@@ -262,6 +282,20 @@ fn ikemesh_and_charon_in_both_roles_with_ed25519_and_p256() {
                 groups: &["ecp256"],
                 esn: true,
                 we_initiate,
+                classic: false,
+            });
+        }
+        // ECDSA without RFC 7427, once in each role.
+        for we_initiate in [true, false] {
+            cases.push(Case {
+                key: KeyType::EcdsaP256,
+                v6: false,
+                ike: IKE_AES256GCM_ECP256,
+                esp: "aes256gcm16-ecp256-noesn",
+                groups: &["ecp256"],
+                esn: false,
+                we_initiate,
+                classic: true,
             });
         }
         // Two at a time, each in a net of its own.
@@ -280,6 +314,6 @@ fn ikemesh_and_charon_in_both_roles_with_ed25519_and_p256() {
                 }
             }
         }
-        println!("all four cases done in {:.1} s", started.elapsed().as_secs_f64());
+        println!("all {} cases done in {:.1} s", cases.len(), started.elapsed().as_secs_f64());
     });
 }
