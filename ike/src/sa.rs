@@ -1735,6 +1735,8 @@ pub(crate) mod tests {
         expect: IdRepr,
         ed25519: Option<[u8; 32]>,
         p256: Option<Vec<u8>>,
+        /// An RSA key's `SubjectPublicKeyInfo`.
+        rsa: Option<Vec<u8>>,
     }
 
     impl PeerAuthenticator for RawKeys {
@@ -1750,13 +1752,14 @@ pub(crate) mod tests {
                 ));
             }
             let cert = certs.first().ok_or("no certificate")?;
-            match (&self.ed25519, &self.p256) {
-                (Some(k), _) if cert.as_slice() == k => {
+            match (&self.ed25519, &self.p256, &self.rsa) {
+                (Some(k), _, _) if cert.as_slice() == k => {
                     Ok(Box::new(Ed25519Verifier::from_bytes(k).ok_or("bad key")?))
                 }
-                (_, Some(k)) if cert == k => {
+                (_, Some(k), _) if cert == k => {
                     Ok(Box::new(EcdsaP256Verifier::from_sec1(k).ok_or("bad key")?))
                 }
+                (_, _, Some(k)) if cert == k => Ok(crate::crypto::auth::verifier_from_spki(k)?),
                 _ => Err("certificate does not match the peer's key".into()),
             }
         }
@@ -1771,18 +1774,33 @@ pub(crate) mod tests {
         cert: Vec<u8>,
         ed25519: Option<[u8; 32]>,
         p256: Option<Vec<u8>>,
+        rsa: Option<Vec<u8>>,
     }
 
     pub(super) fn side(ecdsa: bool, seed: u8) -> Side {
         if ecdsa {
             let s = EcdsaP256Signer::from_bytes(&[seed; 32]).unwrap();
             let pk = s.public_key();
-            Side { signer: Arc::new(s), cert: pk.clone(), ed25519: None, p256: Some(pk) }
+            Side { signer: Arc::new(s), cert: pk.clone(), ed25519: None, p256: Some(pk), rsa: None }
         } else {
             let s = Ed25519Signer::from_seed(&[seed; 32]);
             let pk = s.public_key();
-            Side { signer: Arc::new(s), cert: pk.to_vec(), ed25519: Some(pk), p256: None }
+            Side {
+                signer: Arc::new(s),
+                cert: pk.to_vec(),
+                ed25519: Some(pk),
+                p256: None,
+                rsa: None,
+            }
         }
+    }
+
+    /// A side with the 2048-bit RSA test key (RSA-PSS with SHA-256 under RFC 7427).
+    pub(super) fn rsa_side() -> Side {
+        use crate::crypto::auth::tests::vectors::{RSA2048_PKCS8, RSA2048_SPKI};
+        let s = crate::crypto::auth::RsaSigner::from_pkcs8(RSA2048_PKCS8).unwrap();
+        let spki = RSA2048_SPKI.to_vec();
+        Side { signer: Arc::new(s), cert: spki.clone(), ed25519: None, p256: None, rsa: Some(spki) }
     }
 
     pub(super) fn config(
@@ -1802,8 +1820,9 @@ pub(crate) mod tests {
                 expect: fqdn(peer_name),
                 ed25519: peer.ed25519,
                 p256: peer.p256.clone(),
+                rsa: peer.rsa.clone(),
             }),
-            signature_algorithms: vec![SigAlg::Ed25519, SigAlg::EcdsaP256Sha256],
+            signature_algorithms: SigAlg::ALL.to_vec(),
             retransmit: Retransmit::default(),
             local_addr: addrs.0.parse().unwrap(),
             remote_addr: addrs.1.parse().unwrap(),
@@ -1871,8 +1890,11 @@ pub(crate) mod tests {
     fn every_group_and_signature_algorithm_establishes_ike_and_child_sas() {
         let mut rng = TestRng::new(11);
         for group in [Group::Curve25519, Group::Ecp256, Group::Modp2048] {
-            for ecdsa in [false, true] {
-                let (alice, bob) = (side(ecdsa, 1), side(ecdsa, 2));
+            for key in ["Ed25519", "ECDSA P-256", "RSA-PSS"] {
+                let (alice, bob) = match key {
+                    "RSA-PSS" => (rsa_side(), rsa_side()),
+                    _ => (side(key != "Ed25519", 1), side(key != "Ed25519", 2)),
+                };
                 let policy = Policy { groups: vec![group], ..Policy::default() };
                 let i_cfg = config(
                     &alice,
@@ -1886,8 +1908,8 @@ pub(crate) mod tests {
                     config(&bob, "b.mesh", &alice, "a.mesh", policy, ("10.0.0.2", "10.0.0.1"));
                 let (mut init, resp, count) = run(i_cfg, &r_cfg, &mut rng, &mut |_, _| {});
                 let mut resp = resp.expect("responder created");
-                assert_eq!(count, 4, "{group:?}/{ecdsa}: two exchanges");
-                assert!(init.is_established() && resp.is_established(), "{group:?}/{ecdsa}");
+                assert_eq!(count, 4, "{group:?}/{key}: two exchanges");
+                assert!(init.is_established() && resp.is_established(), "{group:?}/{key}");
                 assert_eq!(init.algorithms().unwrap().group, group);
                 let (ie, re) = (events(&mut init), events(&mut resp));
                 assert!(
