@@ -59,6 +59,27 @@ struct Row {
     second: Option<f64>,
 }
 
+/// One provider's signing and verifying, for [`contest`].
+type Contender<'a> = (&'static str, &'a dyn Fn() -> Vec<u8>, &'a dyn Fn(&[u8]) -> bool);
+
+/// Checks that every provider verifies every other's signature, then times each one's
+/// signing and its verifying of the same signature.
+fn contest((what, budget, rows): (&'static str, Budget, &mut Vec<Row>), all: [Contender<'_>; 3]) {
+    let sigs: Vec<Vec<u8>> = all.iter().map(|(_, sign, _)| sign()).collect();
+    for sig in &sigs {
+        assert!(all.iter().all(|(_, _, verify)| verify(sig)), "{what}: interop");
+    }
+    let sig = &sigs[0];
+    for (provider, sign, verify) in all {
+        rows.push(Row {
+            what,
+            provider,
+            first: rate(budget, || drop(black_box(sign()))),
+            second: Some(rate(budget, || assert!(verify(black_box(sig))))),
+        });
+    }
+}
+
 /// A fixed P-256 scalar and its public key (uncompressed SEC1), computed by `p256`.
 fn p256_key() -> ([u8; 32], Vec<u8>) {
     let scalar = [0x2b; 32];
@@ -107,29 +128,14 @@ fn ecdsa_p256(budget: Budget, rows: &mut Vec<Row>) {
     let ring_verify = |sig: &[u8]| ring_vk.verify(MESSAGE, sig).is_ok();
     let lc_verify = |sig: &[u8]| lc_vk.verify_sig(MESSAGE, sig).is_ok();
 
-    let sigs = [rc_sign(), ring_sign(), lc_sign()];
-    for sig in &sigs {
-        assert!(rc_verify(sig) && ring_verify(sig) && lc_verify(sig), "{what}: interop");
-    }
-    let sig = &sigs[0];
-    rows.push(Row {
-        what,
-        provider: "RustCrypto p256 0.14",
-        first: rate(budget, || drop(black_box(rc_sign()))),
-        second: Some(rate(budget, || assert!(rc_verify(black_box(sig))))),
-    });
-    rows.push(Row {
-        what,
-        provider: "ring 0.17",
-        first: rate(budget, || drop(black_box(ring_sign()))),
-        second: Some(rate(budget, || assert!(ring_verify(black_box(sig))))),
-    });
-    rows.push(Row {
-        what,
-        provider: "aws-lc-rs 1",
-        first: rate(budget, || drop(black_box(lc_sign()))),
-        second: Some(rate(budget, || assert!(lc_verify(black_box(sig))))),
-    });
+    contest(
+        (what, budget, rows),
+        [
+            ("RustCrypto p256 0.14", &rc_sign, &rc_verify),
+            ("ring 0.17", &ring_sign, &ring_verify),
+            ("aws-lc-rs 1", &lc_sign, &lc_verify),
+        ],
+    );
 }
 
 fn rsa_pss(budget: Budget, size: aws_lc_rs::rsa::KeySize, rows: &mut Vec<Row>) {
@@ -176,29 +182,14 @@ fn rsa_pss(budget: Budget, size: aws_lc_rs::rsa::KeySize, rows: &mut Vec<Row>) {
     let ring_verify = |sig: &[u8]| ring_vk.verify(MESSAGE, sig).is_ok();
     let lc_verify = |sig: &[u8]| lc_vk.verify_sig(MESSAGE, sig).is_ok();
 
-    let sigs = [rc_sign(), ring_sign(), lc_sign()];
-    for sig in &sigs {
-        assert!(rc_verify(sig) && ring_verify(sig) && lc_verify(sig), "{what}: interop");
-    }
-    let sig = &sigs[0];
-    rows.push(Row {
-        what,
-        provider: "RustCrypto rsa 0.10-rc",
-        first: rate(budget, || drop(black_box(rc_sign()))),
-        second: Some(rate(budget, || assert!(rc_verify(black_box(sig))))),
-    });
-    rows.push(Row {
-        what,
-        provider: "ring 0.17",
-        first: rate(budget, || drop(black_box(ring_sign()))),
-        second: Some(rate(budget, || assert!(ring_verify(black_box(sig))))),
-    });
-    rows.push(Row {
-        what,
-        provider: "aws-lc-rs 1",
-        first: rate(budget, || drop(black_box(lc_sign()))),
-        second: Some(rate(budget, || assert!(lc_verify(black_box(sig))))),
-    });
+    contest(
+        (what, budget, rows),
+        [
+            ("RustCrypto rsa 0.10-rc", &rc_sign, &rc_verify),
+            ("ring 0.17", &ring_sign, &ring_verify),
+            ("aws-lc-rs 1", &lc_sign, &lc_verify),
+        ],
+    );
 }
 
 /// One side of a group 19 exchange: our key pair, then the secret with the peer's value.

@@ -93,6 +93,18 @@ fn assert_agree(a: &mut IkeSa, b: &mut IkeSa, seen: (&mut Announced, &mut Announ
     }
 }
 
+/// An established pair with one child each, and what each side announced, the first
+/// child included (as a placeholder: its keys were announced before we watched);
+/// the child's inbound SPIs on each side.
+fn watched(rng: &mut TestRng) -> (IkeSa, IkeSa, Announced, Announced, (u32, u32)) {
+    let (init, resp) = established(rng);
+    let (mut si, mut sr) = (Announced::default(), Announced::default());
+    let (ci, cr) = (only_child(&init), only_child(&resp));
+    si.0.insert(ci, placeholder(ci, cr));
+    sr.0.insert(cr, placeholder(cr, ci));
+    (init, resp, si, sr, (ci, cr))
+}
+
 fn only_child(sa: &IkeSa) -> u32 {
     let c = children(sa);
     assert_eq!(c.len(), 1, "{c:x?}");
@@ -187,11 +199,7 @@ fn simultaneous_child_rekeys_leave_exactly_one_child() {
     for seed in 0..12 {
         let mut rng = TestRng::new(100 + seed);
         let now = Instant::now();
-        let (mut init, mut resp) = established(&mut rng);
-        let (mut si, mut sr) = (Announced::default(), Announced::default());
-        let (old_i, old_r) = (only_child(&init), only_child(&resp));
-        si.0.insert(old_i, placeholder(old_i, old_r));
-        sr.0.insert(old_r, placeholder(old_r, old_i));
+        let (mut init, mut resp, mut si, mut sr, (old_i, old_r)) = watched(&mut rng);
         assert!(init.rekey_child(now, old_i, &mut rng));
         assert!(resp.rekey_child(now, old_r, &mut rng));
         let ours = match &est(&init).asked {
@@ -221,11 +229,7 @@ fn simultaneous_child_rekeys_leave_exactly_one_child() {
 fn a_child_rekey_that_arrives_after_the_other_completed_is_refused_and_the_first_stands() {
     let mut rng = TestRng::new(42);
     let now = Instant::now();
-    let (mut init, mut resp) = established(&mut rng);
-    let (mut si, mut sr) = (Announced::default(), Announced::default());
-    let (old_i, old_r) = (only_child(&init), only_child(&resp));
-    si.0.insert(old_i, placeholder(old_i, old_r));
-    sr.0.insert(old_r, placeholder(old_r, old_i));
+    let (mut init, mut resp, mut si, mut sr, (old_i, old_r)) = watched(&mut rng);
     assert!(init.rekey_child(now, old_i, &mut rng));
     assert!(resp.rekey_child(now, old_r, &mut rng));
     let (qi, qr) = (init.poll_transmit().unwrap(), resp.poll_transmit().unwrap());
@@ -285,11 +289,7 @@ fn simultaneous_ike_rekeys_leave_exactly_one_ike_sa() {
     for seed in 0..12 {
         let mut rng = TestRng::new(200 + seed);
         let now = Instant::now();
-        let (mut init, mut resp) = established(&mut rng);
-        let (mut si, mut sr) = (Announced::default(), Announced::default());
-        let (ci, cr) = (only_child(&init), only_child(&resp));
-        si.0.insert(ci, placeholder(ci, cr));
-        sr.0.insert(cr, placeholder(cr, ci));
+        let (mut init, mut resp, mut si, mut sr, (_, cr)) = watched(&mut rng);
         assert!(init.rekey_ike(now, &mut rng));
         assert!(resp.rekey_ike(now, &mut rng));
         let (qi, qr) = (init.poll_transmit().unwrap(), resp.poll_transmit().unwrap());
@@ -313,11 +313,7 @@ fn simultaneous_ike_rekeys_leave_exactly_one_ike_sa() {
 fn a_child_rekey_crossing_an_ike_rekey_is_refused_for_now_and_retried() {
     let mut rng = TestRng::new(44);
     let mut now = Instant::now();
-    let (mut init, mut resp) = established(&mut rng);
-    let (mut si, mut sr) = (Announced::default(), Announced::default());
-    let (ci, cr) = (only_child(&init), only_child(&resp));
-    si.0.insert(ci, placeholder(ci, cr));
-    sr.0.insert(cr, placeholder(cr, ci));
+    let (mut init, mut resp, mut si, mut sr, (_, cr)) = watched(&mut rng);
     assert!(init.rekey_ike(now, &mut rng));
     assert!(resp.rekey_child(now, cr, &mut rng));
     let (qi, qr) = (init.poll_transmit().unwrap(), resp.poll_transmit().unwrap());
@@ -388,11 +384,7 @@ fn rekeys_and_new_children_converge_on_a_lossy_network() {
     for (seed, drop_every) in [(50, 3), (51, 4), (52, 7)] {
         let mut rng = TestRng::new(seed);
         let now = Instant::now();
-        let (mut init, mut resp) = established(&mut rng);
-        let (mut si, mut sr) = (Announced::default(), Announced::default());
-        let (ci, cr) = (only_child(&init), only_child(&resp));
-        si.0.insert(ci, placeholder(ci, cr));
-        sr.0.insert(cr, placeholder(cr, ci));
+        let (mut init, mut resp, mut si, mut sr, (ci, cr)) = watched(&mut rng);
         // A busy moment: both sides queue work at once, and some of it collides.
         assert!(init.rekey_child(now, ci, &mut rng));
         assert!(init.create_child(now, &mut rng));

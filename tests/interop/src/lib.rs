@@ -32,6 +32,33 @@ pub use pki::{Identity, KeyType, TestCa};
 pub use sa::{ChildSa, IkeSa};
 
 use std::io;
+use std::time::Instant;
+
+/// The lines a test case prints as its report, each with the time since the case began.
+#[derive(Debug)]
+pub struct Report {
+    started: Instant,
+    /// The lines so far.
+    pub lines: Vec<String>,
+}
+
+impl Report {
+    /// A report starting now.
+    pub fn new() -> Self {
+        Self { started: Instant::now(), lines: Vec::new() }
+    }
+
+    /// Adds a line.
+    pub fn line(&mut self, text: impl std::fmt::Display) {
+        self.lines.push(format!("  {:5.1} s  {text}", self.started.elapsed().as_secs_f64()));
+    }
+}
+
+impl Default for Report {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// An `io::Error` carrying a message.
 pub(crate) fn error(msg: impl Into<String>) -> io::Error {

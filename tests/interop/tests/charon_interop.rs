@@ -14,7 +14,7 @@
 
 use ikemesh_interop::charon::{IKE_AES256GCM_ECP256, IKE_AES256GCM_X25519};
 use ikemesh_interop::{
-    Charon, CharonConfig, ChildSa, Connection, IkePeer, IkeSa, KeyType, PeerOptions, TestCa,
+    Charon, CharonConfig, ChildSa, Connection, IkePeer, IkeSa, KeyType, PeerOptions, Report, TestCa,
 };
 use ikemesh_testbed::vm::guest_test_with_timeout;
 use ikemesh_testbed::{Host, Net};
@@ -51,17 +51,6 @@ impl Case {
             if self.we_initiate { "ikemesh" } else { "charon" },
             if self.classic { ", classic AUTH method (no RFC 7427)" } else { "" }
         )
-    }
-}
-
-struct Report {
-    started: Instant,
-    lines: Vec<String>,
-}
-
-impl Report {
-    fn line(&mut self, text: impl std::fmt::Display) {
-        self.lines.push(format!("  {:5.1} s  {text}", self.started.elapsed().as_secs_f64()));
     }
 }
 
@@ -184,7 +173,7 @@ fn deletes(case: &Case, charon: &Charon, ours: &mut IkePeer, report: &mut Report
 }
 
 fn run_case(case: &Case) -> Vec<String> {
-    let mut report = Report { started: Instant::now(), lines: Vec::new() };
+    let mut report = Report::new();
     let net = Net::new(2).unwrap();
     let (a, b) = (net.host(0), net.host(1));
     let ca = TestCa::new(case.key).unwrap();

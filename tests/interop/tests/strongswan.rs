@@ -11,7 +11,7 @@
 use ikemesh_interop::charon::{
     ESP_AES256GCM, ESP_AES256GCM_ESN, IKE_AES256GCM_ECP256, IKE_AES256GCM_X25519,
 };
-use ikemesh_interop::{Charon, CharonConfig, ChildSa, Connection, IkeSa, KeyType, TestCa};
+use ikemesh_interop::{Charon, CharonConfig, ChildSa, Connection, IkeSa, KeyType, Report, TestCa};
 use ikemesh_testbed::vm::guest_test_with_timeout;
 use ikemesh_testbed::{Host, Net};
 use std::time::{Duration, Instant};
@@ -97,21 +97,9 @@ fn check_esp(case: &Case, a: &Host, b: &Host, spi: u32) -> String {
     )
 }
 
-/// Lines of a case's report, each with the time since the case began.
-struct Report {
-    started: Instant,
-    lines: Vec<String>,
-}
-
-impl Report {
-    fn line(&mut self, text: impl std::fmt::Display) {
-        self.lines.push(format!("  {:5.1} s  {text}", self.started.elapsed().as_secs_f64()));
-    }
-}
-
 /// One case in a net of its own; its report.
 fn run_case(case: &Case) -> Vec<String> {
-    let mut report = Report { started: Instant::now(), lines: Vec::new() };
+    let mut report = Report::new();
     let net = Net::new(2).unwrap();
     let (a, b) = (net.host(0), net.host(1));
     let ca = TestCa::new(case.key).unwrap();
