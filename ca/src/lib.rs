@@ -18,13 +18,16 @@
 //!   length, revocation by serial and key hash, identity and membership).
 //! - [`keys`]: our private key as an `ike` signer, our certificate chain, and the IKE ID
 //!   our certificate certifies.
+//! - [`issuer`]: the [`Issuer`] trait, what enrollment needs from the CA.
 
 #![forbid(unsafe_code)]
 
+pub mod issuer;
 pub mod keys;
 pub mod verify;
 mod x509;
 
+pub use issuer::{IssueError, Issued, Issuer};
 pub use keys::{KeyError, PrivateKey};
 pub use verify::{
     BundleError, CertError, CertVerifier, Clock, CrlError, Members, PeerId, Revocation,
