@@ -72,10 +72,17 @@ struct Pending {
     deadline: Instant,
 }
 
-/// The last request we answered and our answer, for retransmitted requests.
+/// The last request we answered and our answer, for retransmitted requests. The request
+/// is kept as its length and SHA-256 (an `IKE_AUTH` request with a certificate is a
+/// kilobyte, held for the life of an idle SA otherwise).
 struct Cached {
-    request: Vec<u8>,
+    request: (usize, [u8; 32]),
     response: Vec<u8>,
+}
+
+fn digest(datagram: &[u8]) -> (usize, [u8; 32]) {
+    use sha2::Digest as _;
+    (datagram.len(), sha2::Sha256::digest(datagram).into())
 }
 
 /// Checks a peer's certificates and identity, and hands back a verifier for its key.
@@ -593,7 +600,7 @@ impl IkeSa {
     /// Sends a response and keeps it for a retransmitted request.
     fn send_response(&mut self, request: &[u8], response: Vec<u8>) {
         self.transmit.push_back(response.clone());
-        self.cached = Some(Cached { request: request.to_vec(), response });
+        self.cached = Some(Cached { request: digest(request), response });
     }
 
     /// When [`IkeSa::handle_timeout`] wants to be called next, if at all.
@@ -753,13 +760,22 @@ impl IkeSa {
     /// Next datagram to send to the peer.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.transmit.pop_front()
+        let next = self.transmit.pop_front();
+        if next.is_none() {
+            // An idle SA keeps no queue capacity (thousands of SAs sit idle).
+            self.transmit = VecDeque::new();
+        }
+        next
     }
 
     /// Next event.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let next = self.events.pop_front();
+        if next.is_none() {
+            self.events = VecDeque::new();
+        }
+        next
     }
 
     fn fail(&mut self, reason: String) -> State {
@@ -780,7 +796,8 @@ impl IkeSa {
     /// (section 2.1), without being processed twice.
     pub fn handle(&mut self, now: Instant, datagram: &[u8], rng: &mut dyn Random) {
         if let Some(c) = &self.cached
-            && c.request == datagram
+            && c.request.0 == datagram.len()
+            && c.request == digest(datagram)
         {
             self.transmit.push_back(c.response.clone());
             return;
