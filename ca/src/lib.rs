@@ -19,14 +19,18 @@
 //! - [`keys`]: our private key as an `ike` signer, our certificate chain, and the IKE ID
 //!   our certificate certifies.
 //! - [`issuer`]: the [`Issuer`] trait, what enrollment needs from the CA.
+//! - [`authority`]: the CA on disk ([`Authority`]): init, node certificates from CSRs,
+//!   revocation and CRLs, rotation, `meshctl ca show`; and the node-side key and CSR.
 
 #![forbid(unsafe_code)]
 
+pub mod authority;
 pub mod issuer;
 pub mod keys;
 pub mod verify;
 mod x509;
 
+pub use authority::{Algorithm, Authority, AuthorityError, InitOptions, IssueOptions};
 pub use issuer::{IssueError, Issued, Issuer};
 pub use keys::{KeyError, PrivateKey};
 pub use verify::{
