@@ -381,6 +381,8 @@ fn rotation_keeps_old_and_new_nodes_talking_until_the_old_ca_is_dropped() {
     assert_eq!((next.generation, next.role), (2, Role::Next));
     assert_eq!(ca.bundle_pem().unwrap().matches("BEGIN CERTIFICATE").count(), 2);
     let still_old = ca.issue("b.mesh", &b_csr).unwrap();
+    // b renewed since the staging (and so got the new bundle); a and c have not.
+    assert_eq!(ca.show().unwrap().awaiting, ["a.mesh", "c.mesh"]);
     let v = ca.verifier().unwrap();
     assert_eq!(
         v.verify(&fqdn("b.mesh"), &chain(&still_old)).unwrap().ca,
@@ -414,6 +416,7 @@ fn rotation_keeps_old_and_new_nodes_talking_until_the_old_ca_is_dropped() {
     // No second rotation on top of this one.
     assert!(matches!(ca.rotate(), Err(AuthorityError::RotationInProgress { previous: 1 })));
 
+    assert_eq!(ca.show().unwrap().awaiting, ["a.mesh"]);
     // Step 3: not while a still holds only an old-CA certificate...
     let err = ca.drop_previous(false).unwrap_err();
     assert!(matches!(&err, AuthorityError::NotReissued { names } if names == &["a.mesh"]), "{err}");

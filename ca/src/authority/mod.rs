@@ -465,6 +465,7 @@ impl Authority {
                 name: name.clone(),
                 generation: current.number,
                 key_hash: key_hash.clone(),
+                number: state.issued_total + 1,
                 not_before,
                 not_after,
             });
@@ -624,23 +625,7 @@ impl Authority {
                 .previous()
                 .cloned()
                 .ok_or(AuthorityError::NoPrevious { current: current.number })?;
-            let live = |e: &&IssuedEntry| e.not_after > now;
-            let mut stranded: Vec<String> = state
-                .issued
-                .iter()
-                .filter(live)
-                .filter(|e| e.generation == previous.number)
-                .filter(|old| {
-                    !state
-                        .issued
-                        .iter()
-                        .filter(live)
-                        .any(|e| e.generation == current.number && e.name == old.name)
-                })
-                .map(|e| e.name.clone())
-                .collect();
-            stranded.sort();
-            stranded.dedup();
+            let stranded = show::only_old(state, now, |e| e.generation == previous.number);
             if !stranded.is_empty() && !force {
                 return Err(AuthorityError::NotReissued { names: stranded });
             }
@@ -836,6 +821,7 @@ impl Authority {
             not_before,
             not_after,
             fingerprint: store::hex(&Sha256::digest(der)),
+            issued_before: state.issued_total,
         };
         let issuer = rcgen::Issuer::new(params, key);
         self.loaded

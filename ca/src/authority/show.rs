@@ -2,7 +2,7 @@
 //! `Display` of about 80 columns.
 
 use super::Algorithm;
-use super::state::{Generation, Role, State};
+use super::state::{Generation, IssuedEntry, Role, State};
 use crate::x509;
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -64,6 +64,10 @@ pub struct CaSummary {
     pub crl_number: u64,
     /// Their nextUpdate.
     pub crl_next_update: SystemTime,
+    /// During a rotation, the nodes the next step waits for: with a staged CA, nodes
+    /// that have not renewed since (so may not hold the new bundle yet); after
+    /// `rotate`, nodes that hold only certificates of the previous CA.
+    pub awaiting: Vec<String>,
     /// Things the operator should act on (CA expiry, a stale CRL, a rotation under way).
     pub warnings: Vec<String>,
 }
@@ -95,11 +99,22 @@ pub(super) fn summary(state: &State, now: i64) -> CaSummary {
             ));
         }
     }
+    let mut awaiting = Vec::new();
     if let Some(previous) = state.previous() {
+        awaiting = only_old(state, now, |e| e.generation == previous.number);
         warnings.push(format!(
             "rotation under way: generation {} is still trusted; drop it once every node \
-             is re-issued (`meshctl ca rotate --drop-old`)",
-            previous.number
+             is re-issued (`meshctl ca rotate --drop-old`), {} node(s) to go",
+            previous.number,
+            awaiting.len()
+        ));
+    } else if let Some(next) = state.next() {
+        awaiting = only_old(state, now, |e| e.number <= next.issued_before);
+        warnings.push(format!(
+            "generation {} is staged: run `meshctl ca rotate` once every node has renewed \
+             (and so holds the new bundle), {} node(s) to go",
+            next.number,
+            awaiting.len()
         ));
     }
     if state.crl_next_update < now {
@@ -127,8 +142,28 @@ pub(super) fn summary(state: &State, now: i64) -> CaSummary {
             .collect(),
         crl_number: state.crl_number,
         crl_next_update: x509::system_time(state.crl_next_update),
+        awaiting,
         warnings,
     }
+}
+
+/// Names with a live certificate (unexpired, from a trusted CA) all of whose live
+/// certificates are `old`.
+pub(super) fn only_old(state: &State, now: i64, old: impl Fn(&IssuedEntry) -> bool) -> Vec<String> {
+    let trusted: Vec<u32> = state.trusted().map(|g| g.number).collect();
+    let live: Vec<&IssuedEntry> = state
+        .issued
+        .iter()
+        .filter(|e| e.not_after > now && trusted.contains(&e.generation))
+        .collect();
+    let mut names: Vec<String> = live
+        .iter()
+        .filter(|e| live.iter().filter(|o| o.name == e.name).all(|o| old(o)))
+        .map(|e| e.name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// A Unix time as the verifier's messages show times (`Jun  1 12:00:00 2030 +00:00`).
@@ -188,6 +223,9 @@ impl fmt::Display for CaSummary {
                     date(x509::unix_seconds(r.revoked_at))
                 )?;
             }
+        }
+        if !self.awaiting.is_empty() {
+            writeln!(f, "awaiting:       {}", self.awaiting.join(", "))?;
         }
         for w in &self.warnings {
             writeln!(f, "warning: {w}")?;

@@ -79,6 +79,9 @@ pub(super) struct Generation {
     pub(super) not_after: i64,
     /// SHA-256 of the certificate (DER), hex.
     pub(super) fingerprint: String,
+    /// How many node certificates had been issued when it was made: those numbered
+    /// above were issued (with the bundle holding it) after.
+    pub(super) issued_before: u64,
 }
 
 /// A node certificate issued and not revoked.
@@ -92,6 +95,8 @@ pub(super) struct IssuedEntry {
     pub(super) generation: u32,
     /// SHA-256 of its `SubjectPublicKeyInfo`, hex.
     pub(super) key_hash: String,
+    /// 1 for the first certificate the CA issued, 2 for the next, …
+    pub(super) number: u64,
     /// Validity, Unix seconds.
     pub(super) not_before: i64,
     pub(super) not_after: i64,
