@@ -2,8 +2,8 @@
 //! strongSwan's pki), revocation and CRLs, rotation, concurrency and storage errors.
 
 use ca::authority::{
-    Algorithm, Authority, AuthorityError, InitOptions, IssueOptions, Role, generate_node_key,
-    make_csr,
+    Algorithm, Authority, AuthorityError, InitOptions, IssueOptions, Role, add_crls,
+    generate_node_key, make_csr,
 };
 use ca::{CertError, IssueError, Issued, Issuer};
 use ike::wire::id::{IdRepr, IdType};
@@ -264,36 +264,51 @@ fn bad_requests_and_names_are_refused() {
 #[test]
 fn revoked_serials_and_keys_are_refused_at_verify_and_issue() {
     let (tmp, ca) = new_ca(Algorithm::EcdsaP256);
+    let dir = tmp.path().join("ca");
     let (_, stolen_csr) = node_csr("stolen.mesh", Algorithm::Ed25519);
     let first = ca.issue("stolen.mesh", &stolen_csr).unwrap();
     // A second certificate for the same key, issued before the theft was noticed.
     let second = ca.issue("stolen.mesh", &stolen_csr).unwrap();
     let (_, other_csr) = node_csr("other.mesh", Algorithm::Ed25519);
     let other = ca.issue("other.mesh", &other_csr).unwrap();
+    // A stale copy of the CA (a backup restored somewhere) that never hears of the
+    // revocation.
+    let stale_dir = tmp.path().join("stale");
+    fs::create_dir(&stale_dir).unwrap();
+    for entry in fs::read_dir(&dir).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), stale_dir.join(entry.file_name())).unwrap();
+    }
+    let stale = Authority::open(&stale_dir).unwrap();
 
     let revoked = ca.revoke_serial(&first.serial.to_uppercase()).unwrap();
-    assert_eq!(revoked.serials, std::slice::from_ref(&first.serial));
+    // The other certificate of that key goes on the CRL with it.
+    assert_eq!(revoked.serials, [first.serial.clone(), second.serial.clone()]);
     assert_eq!(revoked.key_hashes.len(), 1);
     assert_eq!(revoked.crl_number, 2);
 
     let verifier = ca.verifier().unwrap();
-    let err = verifier.verify(&fqdn("stolen.mesh"), &chain(&first)).unwrap_err();
-    assert!(matches!(err, CertError::RevokedSerial { .. }), "{err}");
-    let err = verifier.verify(&fqdn("stolen.mesh"), &chain(&second)).unwrap_err();
-    assert!(matches!(err, CertError::RevokedKey { .. }), "{err}");
+    for cert in [&first, &second] {
+        let err = verifier.verify(&fqdn("stolen.mesh"), &chain(cert)).unwrap_err();
+        assert!(matches!(err, CertError::RevokedSerial { .. }), "{err}");
+    }
     assert!(verifier.verify(&fqdn("other.mesh"), &chain(&other)).is_ok());
 
-    // The stolen key gets nothing more, under any name.
+    // The stolen key gets nothing more, under any name...
     for name in ["stolen.mesh", "new.mesh"] {
         let err = ca.issue(name, &stolen_csr).unwrap_err();
         assert!(matches!(err, IssueError::Revoked(_)), "{err}");
     }
+    // ...and a certificate re-issued for it elsewhere is refused by its key.
+    let reissued = stale.issue("stolen.mesh", &stolen_csr).unwrap();
+    let err = verifier.verify(&fqdn("stolen.mesh"), &chain(&reissued)).unwrap_err();
+    assert!(matches!(err, CertError::RevokedKey { .. }), "{err}");
+
     // A CA that only knows the CRL refuses the serial too.
     let (bundle, _) = ca.revocation_state().unwrap();
     let mut crl_only = ca::Revocation::new();
-    for block in x509_parser::pem::Pem::iter_from_buffer(ca.crl_pem().unwrap().as_bytes()) {
-        crl_only.add_crl(&bundle, &block.unwrap().contents).unwrap();
-    }
+    let crls = add_crls(&mut crl_only, &bundle, ca.crl_pem().unwrap().as_bytes()).unwrap();
+    assert_eq!((crls.len(), crls[0].revoked, crls[0].number.as_deref()), (1, 2, Some("02")));
     let crl_verifier = ca::CertVerifier::new(bundle).with_revocation(crl_only);
     let err = crl_verifier.verify(&fqdn("stolen.mesh"), &chain(&first)).unwrap_err();
     assert!(matches!(err, CertError::RevokedSerial { .. }), "{err}");
@@ -319,10 +334,11 @@ fn revoked_serials_and_keys_are_refused_at_verify_and_issue() {
     assert!(matches!(again, AuthorityError::Unknown(_)), "{again}");
     let summary = ca.show().unwrap();
     let names: Vec<&str> = summary.revoked.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["stolen.mesh", "other.mesh"]);
+    assert_eq!(names, ["stolen.mesh", "stolen.mesh", "other.mesh"]);
     assert_eq!(summary.crl_number, 3);
     let text = summary.to_string();
     assert!(text.contains(&other.serial), "{text}");
+    assert!(text.contains("issued:         3 (0 valid)"), "{text}");
 }
 
 #[test]

@@ -36,7 +36,7 @@ pub use show::{CaSummary, GenerationInfo, RevokedInfo};
 pub use state::Role;
 
 use crate::issuer::{IssueError, Issued, Issuer};
-use crate::verify::{CertVerifier, Revocation, TrustBundle};
+use crate::verify::{CertVerifier, CrlError, CrlInfo, Revocation, TrustBundle};
 use crate::x509;
 use node::SecretKey;
 use rcgen::{
@@ -484,14 +484,15 @@ impl Authority {
         })
     }
 
-    /// Revokes every certificate issued to `name` (and refuses their keys).
+    /// Revokes every certificate issued to `name`, and refuses their keys (revoking
+    /// every other certificate recorded for those keys too).
     pub fn revoke_name(&self, name: &str) -> Result<Revoked, AuthorityError> {
         let name = check_node_name(name)?;
         self.revoke(&format!("for '{name}'"), |e| e.name == name)
     }
 
     /// Revokes the certificate with serial `serial` (hex, any case, `:` allowed) and
-    /// refuses its key.
+    /// refuses its key (revoking every other certificate recorded for that key too).
     pub fn revoke_serial(&self, serial: &str) -> Result<Revoked, AuthorityError> {
         let bytes = store::unhex(serial)
             .ok_or_else(|| AuthorityError::BadOptions(format!("serial '{serial}' is not hex")))?;
@@ -505,12 +506,19 @@ impl Authority {
         matches: impl Fn(&IssuedEntry) -> bool,
     ) -> Result<Revoked, AuthorityError> {
         self.change(|state, now| {
-            let (hit, kept): (Vec<_>, Vec<_>) =
+            let (mut hit, kept): (Vec<_>, Vec<_>) =
                 std::mem::take(&mut state.issued).into_iter().partition(|e| matches(e));
-            state.issued = kept;
             if hit.is_empty() {
+                state.issued = kept;
                 return Err(AuthorityError::Unknown(what.to_owned()));
             }
+            // Every other certificate for the same keys goes on the CRL too, so that a
+            // node that has only the CRL (and no key hashes) refuses them as well.
+            let keys: Vec<String> = hit.iter().map(|e| e.key_hash.clone()).collect();
+            let (same_key, kept): (Vec<_>, Vec<_>) =
+                kept.into_iter().partition(|e| keys.contains(&e.key_hash));
+            state.issued = kept;
+            hit.extend(same_key);
             let mut revoked =
                 Revoked { serials: Vec::new(), key_hashes: Vec::new(), crl_number: 0 };
             for cert in hit {
@@ -926,6 +934,19 @@ impl Issuer for Authority {
         let (bundle, revocation) = self.revocation_state()?;
         Ok(CertVerifier::new(bundle).with_revocation(revocation))
     }
+}
+
+/// Adds every CRL of `pem` (as `crl.pem` and [`Issuer::crl_pem`] give them: one per CA
+/// of the bundle) to `revocation`, each checked against `bundle`.
+/// [`Revocation::add_crl`] takes only the first block of a PEM text.
+pub fn add_crls(
+    revocation: &mut Revocation,
+    bundle: &TrustBundle,
+    pem: &[u8],
+) -> Result<Vec<CrlInfo>, CrlError> {
+    let blocks =
+        x509::der_blocks(pem, "X509 CRL").map_err(|detail| CrlError::Malformed { detail })?;
+    blocks.iter().map(|der| revocation.add_crl(bundle, der)).collect()
 }
 
 /// Reads a CA key, refusing one readable by others.

@@ -56,7 +56,7 @@ pub struct CaSummary {
     pub node_lifetime: Duration,
     /// How many node certificates were ever issued.
     pub issued_total: u64,
-    /// How many are unexpired and unrevoked.
+    /// How many are unexpired, unrevoked and from a trusted CA.
     pub valid: usize,
     /// The revoked certificates, oldest revocation first.
     pub revoked: Vec<RevokedInfo>,
@@ -128,7 +128,11 @@ pub(super) fn summary(state: &State, now: i64) -> CaSummary {
         generations: state.generations.iter().map(generation_info).collect(),
         node_lifetime: Duration::from_secs(state.node_lifetime_secs),
         issued_total: state.issued_total,
-        valid: state.issued.iter().filter(|e| e.not_after > now).count(),
+        valid: state
+            .issued
+            .iter()
+            .filter(|e| e.not_after > now && state.trusted().any(|g| g.number == e.generation))
+            .count(),
         revoked: state
             .revoked
             .iter()
