@@ -19,12 +19,15 @@
 //! - [`keys`]: our private key as an `ike` signer, our certificate chain, and the IKE ID
 //!   our certificate certifies.
 //! - [`issuer`]: the [`Issuer`] trait, what enrollment needs from the CA.
+//! - [`enroll`]: one-time join tokens, the enrollment service (TLS 1.3, mutual TLS for
+//!   renewal) and the node's side of it.
 //! - [`authority`]: the CA on disk ([`Authority`]): init, node certificates from CSRs,
 //!   revocation and CRLs, rotation, `meshctl ca show`; and the node-side key and CSR.
 
 #![forbid(unsafe_code)]
 
 pub mod authority;
+pub mod enroll;
 pub mod issuer;
 pub mod keys;
 pub mod verify;
