@@ -474,3 +474,54 @@ fn tokens_are_listed_and_removed_by_id() {
     assert!(matches!(store.redeem(&a), Err(TokenError::Unknown)));
     assert_eq!(store.list().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn enrollment_and_renewal_against_the_authority_on_disk() {
+    use ca::authority::{generate_node_key, make_csr};
+    use ca::{Algorithm, Authority, InitOptions, IssueOptions, Issuer as _};
+    let dir = tempfile::tempdir().unwrap();
+    let authority =
+        Arc::new(Authority::init(&dir.path().join("ca"), &InitOptions::new("test mesh")).unwrap());
+    let service_key = generate_node_key(Algorithm::EcdsaP256).unwrap();
+    let service_csr = make_csr(SERVICE, service_key.pem()).unwrap();
+    let service_cert =
+        authority.issue_with(SERVICE, &service_csr, &IssueOptions::default()).unwrap();
+    let credentials = ServiceCredentials::from_pem(
+        service_cert.cert_pem.as_bytes(),
+        service_key.pem().as_bytes(),
+    )
+    .unwrap();
+    let tokens = Arc::new(TokenStore::open(&dir.path().join("tokens")).unwrap());
+    let pin = CaPin::of_cert_pem(authority.bundle_pem().unwrap().as_bytes()).unwrap();
+    let listener = Service::new(credentials, tokens.clone(), authority.clone())
+        .unwrap()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = listener.local_addr();
+    let server = tokio::spawn(listener.run());
+
+    let token = tokens.create("node-a", Duration::from_secs(600), pin).unwrap();
+    let key = generate_node_key(Algorithm::Ed25519).unwrap();
+    let csr = make_csr("node-a", key.pem()).unwrap();
+    let enrolled = enroll(addr, SERVICE, &token, &csr).await.unwrap();
+    assert_eq!(name_of(&enrolled.cert_pem), "node-a");
+    let message = refused(enroll(addr, SERVICE, &token, &csr).await);
+    assert!(message.contains("already used"), "{message}");
+
+    let bundle = TrustBundle::from_pem(enrolled.bundle_pem.as_bytes()).unwrap();
+    let chain = cert_chain_from_pem(enrolled.cert_pem.as_bytes()).unwrap();
+    let new_key = generate_node_key(Algorithm::Ed25519).unwrap();
+    let new_csr = make_csr("node-a", new_key.pem()).unwrap();
+    let renewed =
+        renew(addr, SERVICE, &bundle, &chain, key.pem().as_bytes(), &new_csr).await.unwrap();
+    assert_eq!(name_of(&renewed.cert_pem), "node-a");
+
+    authority.revoke_name("node-a").unwrap();
+    let chain = cert_chain_from_pem(renewed.cert_pem.as_bytes()).unwrap();
+    let again = make_csr("node-a", new_key.pem()).unwrap();
+    let message =
+        refused(renew(addr, SERVICE, &bundle, &chain, new_key.pem().as_bytes(), &again).await);
+    assert!(message.contains("CertificateRevoked"), "{message}");
+    server.abort();
+}
