@@ -525,3 +525,20 @@ async fn enrollment_and_renewal_against_the_authority_on_disk() {
     assert!(message.contains("CertificateRevoked"), "{message}");
     server.abort();
 }
+
+#[test]
+fn a_redeemed_token_stays_used_after_a_restart_even_if_nothing_was_issued() {
+    // The service redeems (marks used, durably) before it asks the CA to issue: a crash
+    // in between leaves the token spent, never reusable.
+    let dir = tempfile::tempdir().unwrap();
+    let pin = CaPin::of_spki(b"any key");
+    let token = {
+        let store = TokenStore::open(dir.path()).unwrap();
+        let token = store.create("node", Duration::from_secs(60), pin).unwrap();
+        store.redeem(&token).unwrap();
+        token
+    };
+    let reopened = TokenStore::open(dir.path()).unwrap();
+    assert!(matches!(reopened.redeem(&token), Err(TokenError::AlreadyUsed { .. })));
+    assert!(!dir.path().join("tokens.json.tmp").exists());
+}
