@@ -56,7 +56,9 @@
 //!
 //! # Crash safety
 //!
-//! A token is marked used (written and fsynced) before the certificate is issued. A
+//! The token state is one JSON file (`tokens.json`), replaced atomically (temp file,
+//! fsync, rename, fsync of the directory) under an exclusive `flock` of `tokens.lock`,
+//! so threads and processes never interleave their changes. A token is marked used (written and fsynced) before the certificate is issued. A
 //! crash, or a refusal by the CA, in between leaves the token spent and nothing issued:
 //! the operator creates a new token. No order of events lets one token issue twice.
 //!

@@ -281,7 +281,7 @@ impl Entry {
     }
 }
 
-/// The join tokens of a CA, in a directory (see the [module documentation](self)).
+/// The join tokens of a CA, in a directory (see the [module documentation](super)).
 ///
 /// Safe to share between threads and processes: every change is one locked
 /// read-modify-write of the state file. Its calls block on file locks and fsync; from
