@@ -8,3 +8,11 @@
 //! from the mesh's SPA secret, carry the sender's address inside the seal, and are
 //! checked against a time window and a replay cache; a valid one opens a short-lived
 //! pinhole for its sender on the IKE ports in a nftables table of ikemesh's own.
+
+pub mod model;
+pub mod render;
+
+pub use model::{
+    Exclusion, Level, Member, MeshPolicy, ModelError, Network, PortRange, Problem, Protocol,
+};
+pub use render::{FirewallPlan, Peer, Rendered, diff, render};
