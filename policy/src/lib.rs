@@ -10,9 +10,11 @@
 //! pinhole for its sender on the IKE ports in a nftables table of ikemesh's own.
 
 pub mod model;
+pub mod nft;
 pub mod render;
 
 pub use model::{
     Exclusion, Level, Member, MeshPolicy, ModelError, Network, PortRange, Problem, Protocol,
 };
+pub use nft::{NftError, Pinhole, PinholeConfig, Pinholes};
 pub use render::{FirewallPlan, Peer, Rendered, diff, render};
