@@ -10,7 +10,9 @@
 //!   (strongSwan #1433); [`Pinholes::release`] takes them out when the SA is gone;
 //! - a base chain `input` (`type filter hook input priority -10 policy accept`) that
 //!   accepts UDP to the IKE ports (500 and 4500 by default) from addresses in those sets
-//!   and drops every other UDP datagram to them. Dropped in the input hook, a probe
+//!   and answers to datagrams we sent from them (`ct state established`: as IKE
+//!   initiator we send from port 500 to the peer's 500, and its responses come back to
+//!   our 500), and drops every other UDP datagram to them. Dropped in the input hook, a probe
 //!   never reaches a socket, so the kernel sends no ICMP port unreachable either: to a
 //!   scanner the ports look exactly like a silent host.
 //!
@@ -39,7 +41,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nftables::expr::{Elem, Expression, NamedExpression, Payload, PayloadField, SetItem};
+use nftables::expr::{CT, Elem, Expression, NamedExpression, Payload, PayloadField, SetItem};
 use nftables::schema::{
     Chain, Element, NfCmd, NfListObject, NfObject, Nftables, Rule, Set, SetFlag, SetType,
     SetTypeValue, Table,
@@ -215,6 +217,18 @@ impl Pinholes {
             policy: Some(NfChainPolicy::Accept),
             ..Chain::default()
         })));
+        // Answers to our own requests: as initiator we send from port 500 to the peer's
+        // 500, and its responses come back to our 500 before any SA exists.
+        let established = Statement::Match(Match {
+            left: Expression::Named(NamedExpression::CT(CT {
+                key: "state".into(),
+                family: None,
+                dir: None,
+            })),
+            right: Expression::String("established".into()),
+            op: Operator::IN,
+        });
+        cmds.push(self.rule(vec![self.ports_match(), established, Statement::Accept(None)]));
         for (proto, set) in [("ip", ALLOW4), ("ip", KEEP4), ("ip6", ALLOW6), ("ip6", KEEP6)] {
             let saddr = Statement::Match(Match {
                 left: Expression::Named(NamedExpression::Payload(Payload::PayloadField(
@@ -424,12 +438,15 @@ impl Pinholes {
         }
         let stderr = String::from_utf8_lossy(&output.stderr);
         let first = stderr.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
-        let mut message = first.strip_prefix("Error: ").unwrap_or(first).to_owned();
+        // nft prefixes where in its input it failed ("internal:0:0-0: Error: ...").
+        let mut message = first.split_once("Error: ").map_or(first, |(_, m)| m).to_owned();
         if message.is_empty() {
             message = format!("{} with no message", output.status);
         }
         if message.contains("Operation not permitted") {
             message.push_str(" (run as root, or with CAP_NET_ADMIN)");
+        } else if message.contains("No such file or directory") && action != "remove its table" {
+            message.push_str(" (is the table installed?)");
         }
         Err(NftError::Failed { action, message })
     }
