@@ -12,6 +12,7 @@
 pub mod model;
 pub mod nft;
 pub mod render;
+pub mod spa;
 
 pub use model::{
     Exclusion, Level, Member, MeshPolicy, ModelError, Network, PortRange, Problem, Protocol,
