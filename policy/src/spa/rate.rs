@@ -66,6 +66,11 @@ impl RateLimiter {
             self.recency.remove(&s.seq);
             self.recency.insert(seq, source);
             s.seq = seq;
+            // Past `now + period` only if the clock stepped back: start afresh rather
+            // than shut the source out for as long as the step.
+            if s.tat > now_us.saturating_add(self.tolerance + self.interval) {
+                s.tat = now_us;
+            }
             let tat = s.tat.max(now_us);
             if tat - now_us > self.tolerance {
                 let first = !s.limited;
@@ -99,7 +104,7 @@ mod tests {
     fn burst_then_refill() {
         let mut r = RateLimiter::new(3, Duration::from_secs(3), 8);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let t = 1_000_000_000;
+        let t = 10_000_000_000;
         for _ in 0..3 {
             assert_eq!(r.check(a, t), Verdict::Pass);
         }
@@ -108,6 +113,8 @@ mod tests {
         // One interval (1 s) later, one more.
         assert_eq!(r.check(a, t + 1_000_000), Verdict::Pass);
         assert_eq!(r.check(a, t + 1_000_000), Verdict::Limited { first: true });
+        // The clock steps back an hour: the source is not shut out for an hour.
+        assert_eq!(r.check(a, t - 3_600_000_000), Verdict::Pass);
     }
 
     #[test]
