@@ -9,11 +9,15 @@
 //! checked against a time window and a replay cache; a valid one opens a short-lived
 //! pinhole for its sender on the IKE ports in a nftables table of ikemesh's own.
 
+pub mod gate;
+pub mod knock;
 pub mod model;
 pub mod nft;
 pub mod render;
 pub mod spa;
 
+pub use gate::SpaGate;
+pub use knock::{Knocker, Step};
 pub use model::{
     Exclusion, Level, Member, MeshPolicy, ModelError, Network, PortRange, Problem, Protocol,
 };

@@ -1,0 +1,136 @@
+//! The SPA listener: a UDP socket on the SPA port that feeds every datagram to the
+//! [`Gatekeeper`] and opens a pinhole ([`Pinholes::allow`]) for each knock it admits.
+//!
+//! It never sends anything, valid or not: the socket is only read from. The work per
+//! datagram is bounded: one `recv` into a fixed buffer (a longer datagram is cut short,
+//! and refused for its size), one [`Gatekeeper::check`] (size, rate limit before any
+//! cryptography, one AEAD open, bounded caches), and for an admitted knock one `nft`
+//! run, awaited before the next datagram is read so that they never pile up. The
+//! gatekeeper logs every refusal and admission in one line with the source; the gate
+//! adds one line when a pinhole cannot be opened, and one when it starts.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use tokio::net::UdpSocket;
+use tracing::{error, info, warn};
+
+use crate::nft::Pinholes;
+use crate::spa::{Access, Admitted, DATAGRAM_LEN, GateStats, Gatekeeper};
+
+/// Receive buffer: room for one byte more than an SPA packet, so that a longer datagram
+/// shows as too long rather than as a cut-down packet.
+const BUF_LEN: usize = DATAGRAM_LEN + 1;
+
+/// What happened to one datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// A knock was admitted and its pinhole opened.
+    Opened(Admitted),
+    /// A knock was admitted, but nft failed to open its pinhole (logged).
+    NotOpened(Admitted),
+    /// The datagram was refused (logged by the gatekeeper).
+    Refused,
+}
+
+/// The SPA listener: a socket, a gatekeeper, and the pinholes it opens.
+#[derive(Debug)]
+pub struct SpaGate {
+    socket: UdpSocket,
+    gatekeeper: Gatekeeper,
+    pinholes: Pinholes,
+    ttl: Duration,
+    buf: Box<[u8; BUF_LEN]>,
+}
+
+impl SpaGate {
+    /// Binds the SPA port at `listen` (e.g. `[::]:62201` for both families). Admitted
+    /// knocks open a pinhole for `ttl`. The pinholes' table must be installed
+    /// ([`Pinholes::install`]) for knocks to open anything.
+    ///
+    /// # Errors
+    /// When the socket cannot be bound.
+    pub async fn bind(
+        listen: SocketAddr,
+        gatekeeper: Gatekeeper,
+        pinholes: Pinholes,
+        ttl: Duration,
+    ) -> io::Result<Self> {
+        let socket = UdpSocket::bind(listen).await.map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen for SPA knocks on {listen}: {e}"))
+        })?;
+        Ok(Self::from_socket(socket, gatekeeper, pinholes, ttl))
+    }
+
+    /// A gate on a socket the caller bound.
+    pub fn from_socket(
+        socket: UdpSocket,
+        gatekeeper: Gatekeeper,
+        pinholes: Pinholes,
+        ttl: Duration,
+    ) -> Self {
+        Self { socket, gatekeeper, pinholes, ttl, buf: Box::new([0; BUF_LEN]) }
+    }
+
+    /// The address the gate listens on.
+    ///
+    /// # Errors
+    /// When the socket cannot say.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// What the gatekeeper has seen so far.
+    pub fn stats(&self) -> GateStats {
+        self.gatekeeper.stats()
+    }
+
+    /// Serves knocks until the socket fails (never, in practice); drop the future to
+    /// stop. The pinholes' table stays in the kernel either way.
+    ///
+    /// # Errors
+    /// The socket's error.
+    pub async fn run(&mut self) -> io::Result<()> {
+        let listen = self.local_addr()?;
+        info!(
+            %listen,
+            table = %self.pinholes.config().table,
+            ttl_s = self.ttl.as_secs_f64(),
+            "SPA gate listening"
+        );
+        loop {
+            self.serve_one().await?;
+        }
+    }
+
+    /// Receives one datagram and deals with it.
+    ///
+    /// # Errors
+    /// The socket's error.
+    pub async fn serve_one(&mut self) -> io::Result<Outcome> {
+        let (len, from) = self.socket.recv_from(&mut self.buf[..]).await?;
+        let datagram = &self.buf[..len];
+        let Ok(admitted) = self.gatekeeper.check(datagram, from.ip(), SystemTime::now()) else {
+            return Ok(Outcome::Refused);
+        };
+        if admitted.access != Access::Ike {
+            warn!(source = %admitted.addr, access = ?admitted.access, "SPA knock asks for access this gate does not give; nothing opened");
+            return Ok(Outcome::NotOpened(admitted));
+        }
+        let (pinholes, addr, ttl) = (self.pinholes.clone(), admitted.addr, self.ttl);
+        let result = tokio::task::spawn_blocking(move || pinholes.allow(addr, ttl)).await;
+        match result {
+            Ok(Ok(())) => Ok(Outcome::Opened(admitted)),
+            Ok(Err(e)) => {
+                error!(source = %addr, "SPA knock admitted but no pinhole opened: {e}");
+                Ok(Outcome::NotOpened(admitted))
+            }
+            Err(e) => {
+                error!(source = %addr, "SPA knock admitted but no pinhole opened: the nft task failed: {e}");
+                Ok(Outcome::NotOpened(admitted))
+            }
+        }
+    }
+}
