@@ -229,6 +229,32 @@ fn a_clock_stepped_back_does_not_revive_a_forgotten_knock() {
 }
 
 #[test]
+fn what_the_cache_forgot_stays_refused_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spa-replay");
+    let cfg = GateConfig { replay_path: Some(path.clone()), replay_capacity: 8, ..open_cfg() };
+    let d = sealed(&knock("10.77.0.1"), t0());
+    let later = t0() + Duration::from_secs(40);
+    {
+        let mut g = gate(cfg.clone());
+        assert!(g.check(&d, ip("10.77.0.1"), t0()).is_ok());
+        // Enough knocks that the file is compacted more than once on the way.
+        for i in 0..2500_u64 {
+            let at = later + Duration::from_millis(i);
+            assert!(g.check(&sealed(&knock("10.77.0.1"), at), ip("10.77.0.1"), at).is_ok());
+        }
+        assert_eq!(g.stats().replay_entries, 8);
+    }
+    let size = fs::metadata(&path).unwrap().len();
+    assert!(size < 8 + 25 * 2048, "the file was compacted: {size} bytes");
+    // Restart with the clock stepped back to t0 + 5 s: the first knock is inside the
+    // window again, and long gone from the cache.
+    let back = t0() + Duration::from_secs(5);
+    let mut g = Gatekeeper::new_at(keys(), cfg, back).unwrap();
+    assert!(matches!(g.check(&d, ip("10.77.0.1"), back), Err(Rejected::Replayed { .. })));
+}
+
+#[test]
 fn the_replay_cache_is_bounded() {
     let cfg = GateConfig { replay_capacity: 8, ..open_cfg() };
     let mut g = gate(cfg);

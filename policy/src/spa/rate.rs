@@ -68,7 +68,7 @@ impl RateLimiter {
             s.seq = seq;
             // Past `now + period` only if the clock stepped back: start afresh rather
             // than shut the source out for as long as the step.
-            if s.tat > now_us.saturating_add(self.tolerance + self.interval) {
+            if s.tat > now_us.saturating_add(self.tolerance.saturating_add(self.interval)) {
                 s.tat = now_us;
             }
             let tat = s.tat.max(now_us);
@@ -77,7 +77,7 @@ impl RateLimiter {
                 s.limited = true;
                 return Verdict::Limited { first };
             }
-            s.tat = tat + self.interval;
+            s.tat = tat.saturating_add(self.interval);
             s.limited = false;
             return Verdict::Pass;
         }
@@ -85,7 +85,10 @@ impl RateLimiter {
             let Some((_, oldest)) = self.recency.pop_first() else { break };
             self.sources.remove(&oldest);
         }
-        self.sources.insert(source, Source { tat: now_us + self.interval, seq, limited: false });
+        self.sources.insert(
+            source,
+            Source { tat: now_us.saturating_add(self.interval), seq, limited: false },
+        );
         self.recency.insert(seq, source);
         Verdict::Pass
     }

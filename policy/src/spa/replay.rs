@@ -39,8 +39,9 @@ type Entry = (u64, [u8; KNOCK_NONCE_LEN]);
 
 pub(crate) struct ReplayCache {
     seen: BTreeSet<Entry>,
-    /// Knocks at or below this timestamp (ms) are refused.
-    floor: u64,
+    /// Knocks at or below this timestamp (ms) are refused; none before anything was
+    /// forgotten.
+    floor: Option<u64>,
     window_ms: u64,
     capacity: usize,
     store: Option<Store>,
@@ -63,7 +64,7 @@ impl ReplayCache {
     ) -> Result<Self, SpaError> {
         let mut cache = Self {
             seen: BTreeSet::new(),
-            floor: 0,
+            floor: None,
             window_ms,
             capacity: capacity.max(1),
             store: None,
@@ -81,7 +82,8 @@ impl ReplayCache {
         }
         cache.prune(now_ms);
         let file = rewrite(path, cache.floor, &cache.seen).map_err(io)?;
-        cache.store = Some(Store { path: path.to_path_buf(), file, records: cache.seen.len() + 1 });
+        let records = cache.seen.len() + usize::from(cache.floor.is_some());
+        cache.store = Some(Store { path: path.to_path_buf(), file, records });
         Ok(cache)
     }
 
@@ -109,7 +111,7 @@ impl ReplayCache {
             nonce.copy_from_slice(&r[9..]);
             match r[0] {
                 KIND_SEEN => self.insert_mem((ts, nonce)),
-                KIND_FLOOR => self.floor = self.floor.max(ts),
+                KIND_FLOOR => self.raise_floor(ts),
                 k => return Err(corrupt(&format!("a record of unknown kind {k}"))),
             }
         }
@@ -118,7 +120,7 @@ impl ReplayCache {
 
     /// Whether a knock with this timestamp and nonce may be new.
     pub(crate) fn is_replay(&self, ts: u64, nonce: &[u8; KNOCK_NONCE_LEN]) -> bool {
-        ts <= self.floor || self.seen.contains(&(ts, *nonce))
+        self.floor.is_some_and(|f| ts <= f) || self.seen.contains(&(ts, *nonce))
     }
 
     /// Records a knock (after [`ReplayCache::is_replay`] said no), on disk first. On an
@@ -140,7 +142,7 @@ impl ReplayCache {
             match rewrite(&store.path, self.floor, &self.seen) {
                 Ok(file) => {
                     store.file = file;
-                    store.records = self.seen.len() + 1;
+                    store.records = self.seen.len() + usize::from(self.floor.is_some());
                 }
                 Err(e) => warn!(
                     path = %store.path.display(),
@@ -155,9 +157,13 @@ impl ReplayCache {
         self.seen.insert(e);
         while self.seen.len() > self.capacity {
             if let Some((ts, _)) = self.seen.pop_first() {
-                self.floor = self.floor.max(ts);
+                self.raise_floor(ts);
             }
         }
+    }
+
+    fn raise_floor(&mut self, ts: u64) {
+        self.floor = Some(self.floor.map_or(ts, |f| f.max(ts)));
     }
 
     /// Drops entries older than the window; the floor rises to the newest dropped.
@@ -168,7 +174,7 @@ impl ReplayCache {
                 break;
             }
             self.seen.pop_first();
-            self.floor = self.floor.max(ts);
+            self.raise_floor(ts);
         }
     }
 
@@ -187,13 +193,15 @@ fn record(kind: u8, ts: u64, nonce: &[u8; KNOCK_NONCE_LEN]) -> [u8; RECORD_LEN] 
 
 /// Writes the whole cache to a temporary file beside `path`, syncs it, renames it over
 /// `path`, syncs the folder, and returns the new file open for appending.
-fn rewrite(path: &Path, floor: u64, seen: &BTreeSet<Entry>) -> io::Result<File> {
+fn rewrite(path: &Path, floor: Option<u64>, seen: &BTreeSet<Entry>) -> io::Result<File> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let mut buf = Vec::with_capacity(MAGIC.len() + RECORD_LEN * (seen.len() + 1));
     buf.extend_from_slice(MAGIC);
-    buf.extend_from_slice(&record(KIND_FLOOR, floor, &[0; KNOCK_NONCE_LEN]));
+    if let Some(floor) = floor {
+        buf.extend_from_slice(&record(KIND_FLOOR, floor, &[0; KNOCK_NONCE_LEN]));
+    }
     for (ts, nonce) in seen {
         buf.extend_from_slice(&record(KIND_SEEN, *ts, nonce));
     }
