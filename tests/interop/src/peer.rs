@@ -34,6 +34,8 @@ pub struct PeerOptions {
     pub install: bool,
     /// D-H groups for IKE, by `ike-peer` name (`x25519`, `ecp256`, `modp2048`).
     pub groups: Vec<String>,
+    /// More arguments, as given (e.g. `--spa-secret FILE`).
+    pub extra: Vec<String>,
 }
 
 /// A running `ike-peer`.
@@ -80,6 +82,7 @@ impl IkePeer {
         if opts.install {
             cmd.arg("--install");
         }
+        cmd.args(&opts.extra);
         let mut child =
             cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
         let stdin = child.stdin.take().ok_or_else(|| error("no stdin"))?;

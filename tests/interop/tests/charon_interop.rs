@@ -199,6 +199,7 @@ fn run_case(case: &Case) -> Vec<String> {
             initiate: case.we_initiate,
             install: true,
             groups: case.groups.iter().map(ToString::to_string).collect(),
+            extra: Vec::new(),
         },
     )
     .unwrap();

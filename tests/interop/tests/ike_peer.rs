@@ -27,6 +27,7 @@ fn options(
         initiate,
         install: false,
         groups: Vec::new(),
+        extra: Vec::new(),
     }
 }
 

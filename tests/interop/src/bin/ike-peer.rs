@@ -52,10 +52,14 @@ struct Args {
     initiate: bool,
     install: bool,
     groups: Vec<ike::crypto::dh::Group>,
+    /// The mesh SPA secret: knock on the peer's SPA port before our requests.
+    spa_secret: Option<PathBuf>,
+    spa_port: u16,
 }
 
 const USAGE: &str = "usage: ike-peer --local ADDR --remote ADDR --cert PEM --key PEM --ca PEM \
---peer-id NAME [--initiate] [--install] [--port N] [--group x25519|ecp256|modp2048]...";
+--peer-id NAME [--initiate] [--install] [--port N] [--group x25519|ecp256|modp2048]... \
+[--spa-secret FILE [--spa-port N]]";
 
 fn need<T>(v: Option<T>, what: &str) -> Result<T, String> {
     v.ok_or(format!("{what} is required\n{USAGE}"))
@@ -66,6 +70,7 @@ fn parse_args() -> Result<Args, String> {
     let (mut local, mut remote, mut cert, mut key, mut ca, mut peer_id) =
         (None, None, None, None, None, None);
     let (mut port, mut initiate, mut install, mut groups) = (500, false, false, Vec::new());
+    let (mut spa_secret, mut spa_port) = (None, policy::model::DEFAULT_SPA_PORT);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
@@ -82,6 +87,8 @@ fn parse_args() -> Result<Args, String> {
                 "modp2048" => ike::crypto::dh::Group::Modp2048,
                 other => return Err(format!("--group: unknown group {other:?}")),
             }),
+            "--spa-secret" => spa_secret = Some(PathBuf::from(value()?)),
+            "--spa-port" => spa_port = value()?.parse().map_err(|e| format!("--spa-port: {e}"))?,
             "--initiate" => initiate = true,
             "--install" => install = true,
             "-h" | "--help" => return Err(USAGE.into()),
@@ -99,6 +106,8 @@ fn parse_args() -> Result<Args, String> {
         initiate,
         install,
         groups,
+        spa_secret,
+        spa_port,
     })
 }
 
@@ -267,6 +276,34 @@ struct Peer {
     sa: Option<SaHandle>,
     children: Vec<(u32, u32)>,
     kernel: Option<Kernel>,
+    knock: Option<Knocking>,
+}
+
+/// SPA before our IKE requests (`--spa-secret`): the peer's IKE port is dark to us
+/// until its gate has our knock.
+struct Knocking {
+    keys: policy::spa::SpaKeys,
+    knock: policy::spa::Knock,
+    to: SocketAddr,
+    knocker: policy::Knocker,
+}
+
+impl Knocking {
+    /// Knocks first if the knocker says so (before a request or its retransmission).
+    fn before(&mut self, socket: &UdpSocket, datagram: &[u8]) -> Result<(), String> {
+        // Byte 19 of the IKE header holds the flags; 0x20 marks a response.
+        let is_request = datagram.get(19).is_some_and(|f| f & 0x20 == 0);
+        if !is_request {
+            return Ok(());
+        }
+        if let policy::Step::Knock { then_wait } = self.knocker.before_request(Instant::now()) {
+            policy::knock::send_blocking(socket, &self.keys, &self.knock, self.to)
+                .map_err(|e| e.to_string())?;
+            println!("knocked {}", self.to);
+            std::thread::sleep(then_wait);
+        }
+        Ok(())
+    }
 }
 
 impl Peer {
@@ -373,7 +410,20 @@ fn run(args: &Args) -> Result<(), String> {
         Limits::default(),
         &mut rng,
     );
-    let mut peer = Peer { ep, rng, sa: None, children: Vec::new(), kernel };
+    let knock = match &args.spa_secret {
+        None => None,
+        Some(path) => Some(Knocking {
+            keys: policy::spa::SpaKeys::load(path).map_err(|e| e.to_string())?,
+            knock: policy::spa::Knock {
+                node_id: String::from_utf8_lossy(&cfg.local_id.data).into_owned(),
+                access: policy::spa::Access::Ike,
+                addr: args.local,
+            },
+            to: SocketAddr::new(args.remote, args.spa_port),
+            knocker: policy::Knocker::default(),
+        }),
+    };
+    let mut peer = Peer { ep, rng, sa: None, children: Vec::new(), kernel, knock };
     if args.initiate {
         peer.sa = Some(peer.ep.connect(Instant::now(), cfg.clone(), remote, &mut peer.rng));
     }
@@ -382,6 +432,9 @@ fn run(args: &Args) -> Result<(), String> {
     println!("ready {}:{}", args.local, args.port);
     loop {
         while let Some(t) = peer.ep.poll_transmit() {
+            if let Some(k) = peer.knock.as_mut() {
+                k.before(&socket, &t.datagram)?;
+            }
             let _ = socket.send_to(&t.datagram, t.remote);
         }
         while let Some((handle, event)) = peer.ep.poll_event() {
