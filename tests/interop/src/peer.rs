@@ -38,6 +38,32 @@ pub struct PeerOptions {
     pub extra: Vec<String>,
 }
 
+impl PeerOptions {
+    /// `bin` as responder between `local` and `remote`, proving `identity` (under the
+    /// CA `ca_pem`) to the peer `peer_id`: no kernel install, default groups. Set the
+    /// other fields with struct update syntax.
+    pub fn new(
+        bin: PathBuf,
+        identity: &Identity,
+        ca_pem: &str,
+        peer_id: &str,
+        (local, remote): (IpAddr, IpAddr),
+    ) -> Self {
+        Self {
+            bin,
+            local,
+            remote,
+            identity: identity.clone(),
+            ca_pem: ca_pem.to_owned(),
+            peer_id: peer_id.to_owned(),
+            initiate: false,
+            install: false,
+            groups: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+}
+
 /// A running `ike-peer`.
 pub struct IkePeer {
     child: Child,

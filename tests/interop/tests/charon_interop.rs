@@ -190,16 +190,16 @@ fn run_case(case: &Case) -> Vec<String> {
     let mut ours = IkePeer::start(
         b,
         &PeerOptions {
-            bin: PathBuf::from(env!("CARGO_BIN_EXE_ike-peer")),
-            local: b.addr(case.v6),
-            remote: a.addr(case.v6),
-            identity: id_b,
-            ca_pem: ca.cert_pem().to_owned(),
-            peer_id: id_a.id.clone(),
             initiate: case.we_initiate,
             install: true,
             groups: case.groups.iter().map(ToString::to_string).collect(),
-            extra: Vec::new(),
+            ..PeerOptions::new(
+                PathBuf::from(env!("CARGO_BIN_EXE_ike-peer")),
+                &id_b,
+                ca.cert_pem(),
+                &id_a.id,
+                (b.addr(case.v6), a.addr(case.v6)),
+            )
         },
     )
     .unwrap();

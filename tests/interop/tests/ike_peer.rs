@@ -17,18 +17,8 @@ fn options(
     addrs: (std::net::IpAddr, std::net::IpAddr),
     initiate: bool,
 ) -> PeerOptions {
-    PeerOptions {
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_ike-peer")),
-        local: addrs.0,
-        remote: addrs.1,
-        identity: id.clone(),
-        ca_pem: ca.cert_pem().to_owned(),
-        peer_id: peer.to_owned(),
-        initiate,
-        install: false,
-        groups: Vec::new(),
-        extra: Vec::new(),
-    }
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_ike-peer"));
+    PeerOptions { initiate, ..PeerOptions::new(bin, id, ca.cert_pem(), peer, addrs) }
 }
 
 #[test]

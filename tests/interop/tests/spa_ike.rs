@@ -61,18 +61,9 @@ fn ike_behind_spa_needs_the_knock_and_gets_through_with_it() {
 
         let options =
             |id: &ikemesh_interop::Identity, peer: &str, local, remote, initiate, extra| {
-                PeerOptions {
-                    bin: PathBuf::from(env!("CARGO_BIN_EXE_ike-peer")),
-                    local,
-                    remote,
-                    identity: id.clone(),
-                    ca_pem: ca.cert_pem().to_owned(),
-                    peer_id: peer.to_owned(),
-                    initiate,
-                    install: false,
-                    groups: Vec::new(),
-                    extra,
-                }
+                let bin = PathBuf::from(env!("CARGO_BIN_EXE_ike-peer"));
+                let base = PeerOptions::new(bin, id, ca.cert_pem(), peer, (local, remote));
+                PeerOptions { initiate, extra, ..base }
             };
         let (addr_a, addr_b) = (a.addr(false), b.addr(false));
         let mut pb =
