@@ -76,7 +76,7 @@ pub struct GateStats {
     pub replay_entries: usize,
 }
 
-/// Checks SPA datagrams: size, per-source rate, AEAD, contents, timestamp window,
+/// Checks SPA datagrams: per-source rate, size, AEAD, contents, timestamp window,
 /// address, replay, in that order. It has no sockets and sends nothing: the caller
 /// receives datagrams and opens pinholes for what it admits.
 ///
@@ -183,14 +183,16 @@ impl Gatekeeper {
         now: SystemTime,
     ) -> Result<Admitted, (Rejected, bool)> {
         let quiet = |r| (r, false);
-        if datagram.len() != packet::DATAGRAM_LEN {
-            return Err(quiet(Rejected::Malformed { len: datagram.len() }));
-        }
+        // The rate limit comes first, before even the size check: every datagram a
+        // source sends counts, so a flood of any shape costs one log line, not one each.
         let micros = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         if let Verdict::Limited { first } = self.rate.check(source, micros) {
             return Err((Rejected::RateLimited, first));
+        }
+        if datagram.len() != packet::DATAGRAM_LEN {
+            return Err(quiet(Rejected::Malformed { len: datagram.len() }));
         }
         let opened = packet::open(&self.keys, datagram).map_err(quiet)?;
         let node_id = opened.knock.node_id;

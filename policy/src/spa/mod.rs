@@ -42,9 +42,9 @@
 //!
 //! # The checks, in order
 //!
-//! [`Gatekeeper::check`]: the size (cheap), the per-source rate limit (a token bucket per
-//! source address in a bounded map, before any cryptography so that a flood costs
-//! little), the AEAD tag (wrong secret or any altered byte), the strict parse, the
+//! [`Gatekeeper::check`]: the per-source rate limit (a token bucket per source address in
+//! a bounded map, before anything else so that a flood of any shape costs little and
+//! logs little), the size, the AEAD tag (wrong secret or any altered byte), the strict parse, the
 //! timestamp within the window (±30 s by default, both ways), the claimed address equal
 //! to the source (unless NAT mode), and last the replay cache: a `(timestamp, nonce)`
 //! pair admitted before is refused. The cache holds what is inside the window, is
