@@ -14,26 +14,14 @@
 
 #![allow(clippy::print_stdout)] // the report is the benchmark's output
 
-use ca::keys::PrivateKey;
-use ca::verify::{CertVerifier, TrustBundle};
-use ike::crypto::Random;
-use ike::crypto::auth::{SigAlg, Signer, Verifier};
+mod common;
+
+use common::{Node, OsRandom, handshake, mesh};
+use ike::crypto::auth::Verifier;
 use ike::crypto::dh::{Group, KeyPair};
 use ike::proposal::Policy;
-use ike::sa::{Config, Event, IkeSa, Retransmit};
-use ike::wire::id::{IdRepr, IdType};
-use rcgen::{CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyUsagePurpose};
-use std::sync::Arc;
+use ike::sa::Event;
 use std::time::Instant;
-
-/// The operating system's randomness, as the daemon uses it.
-struct OsRandom;
-
-impl Random for OsRandom {
-    fn fill(&mut self, out: &mut [u8]) {
-        getrandom::fill(out).expect("the OS has randomness");
-    }
-}
 
 #[derive(Clone, Copy)]
 enum Suite {
@@ -64,75 +52,9 @@ impl Suite {
     }
 }
 
-struct Node {
-    cfg: Arc<Config>,
-    signer: Arc<dyn Signer + Send + Sync>,
-    cert: Vec<u8>,
-}
-
-/// A CA and two nodes, `a.mesh` and `b.mesh`, each trusting the CA and expecting the
-/// other.
-fn mesh(suite: Suite) -> (Node, Node) {
-    let ca_key = rcgen::KeyPair::generate_for(suite.rcgen()).unwrap();
-    let mut ca_params = CertificateParams::default();
-    ca_params.distinguished_name = DistinguishedName::new();
-    ca_params.distinguished_name.push(DnType::CommonName, "bench CA");
-    ca_params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let bundle = || TrustBundle::from_der(&[ca_cert.der().to_vec()]).unwrap();
-    let node = |name: &str, peer: &str, local: &str, remote: &str| {
-        let key = rcgen::KeyPair::generate_for(suite.rcgen()).unwrap();
-        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let cert = p.signed_by(&key, &issuer).unwrap().der().to_vec();
-        let private = PrivateKey::from_pkcs8_der(&key.serialize_der()).unwrap();
-        let signer = private.signer();
-        let peer_id = ca::verify::PeerId::fqdn(peer);
-        let verifier =
-            CertVerifier::new(bundle()).with_members(move |id: &ca::verify::PeerId| *id == peer_id);
-        let policy = Policy { groups: vec![suite.group()], ..Policy::default() };
-        let cfg = Arc::new(Config {
-            policy,
-            local_id: IdRepr { id_type: IdType::Fqdn, data: name.as_bytes().to_vec() },
-            certs: vec![cert.clone()],
-            signer: signer.clone(),
-            authenticator: Arc::new(verifier),
-            signature_algorithms: vec![SigAlg::Ed25519, SigAlg::EcdsaP256Sha256],
-            retransmit: Retransmit::default(),
-            local_addr: local.parse().unwrap(),
-            remote_addr: remote.parse().unwrap(),
-        });
-        Node { cfg, signer, cert }
-    };
-    (
-        node("a.mesh", "b.mesh", "10.0.0.1", "10.0.0.2"),
-        node("b.mesh", "a.mesh", "10.0.0.2", "10.0.0.1"),
-    )
-}
-
 /// One full handshake; panics unless both sides end up with the IKE SA and the child.
-fn handshake(a: &Node, b: &Node, rng: &mut OsRandom) {
-    let now = Instant::now();
-    let mut init = IkeSa::initiate(a.cfg.clone(), now, rng);
-    let first = init.poll_transmit().unwrap();
-    let (resp, _) = IkeSa::respond(b.cfg.clone(), &first, rng);
-    let mut resp = resp.expect("the responder accepts");
-    loop {
-        let mut moved = false;
-        while let Some(d) = resp.poll_transmit() {
-            init.handle(now, &d, rng);
-            moved = true;
-        }
-        while let Some(d) = init.poll_transmit() {
-            resp.handle(now, &d, rng);
-            moved = true;
-        }
-        if !moved {
-            break;
-        }
-    }
+fn checked_handshake(a: &Node, b: &Node, rng: &mut OsRandom) {
+    let (mut init, mut resp) = handshake(a, b, rng);
     for sa in [&mut init, &mut resp] {
         let mut up = (false, false);
         while let Some(e) = sa.poll_event() {
@@ -157,12 +79,12 @@ fn per_op(n: u32, mut f: impl FnMut()) -> f64 {
 
 fn run(suite: Suite, rounds: u32) {
     let mut rng = OsRandom;
-    let (a, b) = mesh(suite);
-    handshake(&a, &b, &mut rng); // warm-up, and a check that it works at all
+    let (a, b) = mesh(suite.rcgen(), &Policy { groups: vec![suite.group()], ..Policy::default() });
+    checked_handshake(&a, &b, &mut rng); // warm-up, and a check that it works at all
 
     let start = Instant::now();
     for _ in 0..rounds {
-        handshake(&a, &b, &mut rng);
+        checked_handshake(&a, &b, &mut rng);
     }
     let measured = start.elapsed();
     let per_second = f64::from(rounds) / measured.as_secs_f64();
