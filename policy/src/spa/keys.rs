@@ -108,7 +108,9 @@ fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, SpaError> {
     if mode & 0o077 != 0 {
         return Err(SpaError::LooseMode { path: path.to_path_buf(), mode });
     }
-    let mut secret = Zeroizing::new(Vec::new());
+    // Sized up front, so that no reallocation leaves a copy of the secret behind.
+    let capacity = usize::try_from(meta.len().min(MAX_SECRET_FILE) + 1).unwrap_or(0);
+    let mut secret = Zeroizing::new(Vec::with_capacity(capacity));
     file.take(MAX_SECRET_FILE + 1).read_to_end(&mut secret).map_err(io)?;
     if secret.len() as u64 > MAX_SECRET_FILE {
         return Err(SpaError::NotAFile { path: path.to_path_buf() });
