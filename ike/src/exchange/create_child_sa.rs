@@ -93,17 +93,41 @@ pub(crate) fn has_notify(payloads: &[Payload], kind: NotifyType) -> bool {
     payloads.iter().any(|p| matches!(p, Payload::Notify(n) if n.kind == kind))
 }
 
-/// A child SA's two AES-GCM keys (with salt): initiator-to-responder first (section 2.17).
-pub(crate) fn child_keys(
-    prf: Prf,
-    sk_d: &[u8],
-    g_ir: Option<&[u8]>,
+/// The child SA an exchange made, between our host and the peer's. Its two AES-GCM keys
+/// (with salt) come from `KEYMAT = prf+(SK_d, [g^ir |] Ni | Nr)`, the
+/// initiator-to-responder key first (section 2.17): which one we receive with depends on
+/// whether we `initiated` the exchange. `spi_out` is the peer's SPI as it proposed or
+/// answered it.
+pub(crate) fn derive_child(
+    cfg: &Config,
+    (prf, sk_d, g_ir): (Prf, &[u8], Option<&[u8]>),
     (ni, nr): (&[u8], &[u8]),
     algs: EspAlgorithms,
-) -> (Secret, Secret) {
+    (spi_in, spi_out): ([u8; 4], &[u8]),
+    initiated: bool,
+) -> ChildSa {
     let len = usize::from(algs.gcm_key_bits / 8) + 4;
     let keymat = child_keymat(prf, sk_d, g_ir, ni, nr, 2 * len).unwrap_or_default();
-    (Secret::new(keymat[..len].to_vec()), Secret::new(keymat[len..].to_vec()))
+    let (i_to_r, r_to_i) =
+        (Secret::new(keymat[..len].to_vec()), Secret::new(keymat[len..].to_vec()));
+    let (key_in, key_out) = if initiated { (r_to_i, i_to_r) } else { (i_to_r, r_to_i) };
+    ChildSa {
+        spi_in: u32::from_be_bytes(spi_in),
+        spi_out: <[u8; 4]>::try_from(spi_out).map_or(0, u32::from_be_bytes),
+        key_in,
+        key_out,
+        algorithms: algs,
+        mode: ChildMode::Transport,
+        local: cfg.local_ts(),
+        remote: cfg.remote_ts(),
+    }
+}
+
+/// The SPI an initiator put in the proposal the responder chose (`chosen` carries the
+/// proposal's number).
+pub(crate) fn offered_spi<'a>(offered: &'a SaRepr, chosen: &SaRepr) -> &'a [u8] {
+    let num = chosen.proposals.first().map(|p| p.num);
+    offered.proposals.iter().find(|p| Some(p.num) == num).map_or(&[], |p| p.spi.as_slice())
 }
 
 /// The keys of an IKE SA made by a rekey (section 2.18).
@@ -278,18 +302,14 @@ impl ChildOffer {
         if !(narrowed_to(tsi, &local) && narrowed_to(tsr, &remote)) {
             return Err(fail("the peer narrowed the traffic selectors to something else"));
         }
-        let (i_to_r, r_to_i) =
-            child_keys(prf, sk_d, g_ir.as_deref().map(Vec::as_slice), (&self.ni, nr), algs);
-        let child = ChildSa {
-            spi_in: u32::from_be_bytes(self.spi),
-            spi_out: <[u8; 4]>::try_from(answer.spi.as_slice()).map_or(0, u32::from_be_bytes),
-            key_in: r_to_i,
-            key_out: i_to_r,
-            algorithms: algs,
-            mode: ChildMode::Transport,
-            local,
-            remote,
-        };
+        let child = derive_child(
+            cfg,
+            (prf, sk_d, g_ir.as_deref().map(Vec::as_slice)),
+            (&self.ni, nr),
+            algs,
+            (self.spi, &answer.spi),
+            true,
+        );
         Ok((child, nr.to_vec()))
     }
 }
@@ -489,12 +509,7 @@ pub fn answer_child(
             _ => Refusal::new(NotifyType::NoProposalChosen),
         });
     };
-    let peer_spi = sa
-        .proposals
-        .iter()
-        .find(|p| p.num == chosen.proposals[0].num)
-        .and_then(|p| <[u8; 4]>::try_from(p.spi.as_slice()).ok())
-        .map_or(0, u32::from_be_bytes);
+    let peer_spi = offered_spi(sa, &chosen).to_vec();
     let nr = random_vec(rng, nonce_len);
     let mut response = vec![
         Payload::Notify(NotifyRepr::new(NotifyType::UseTransportMode, Vec::new())),
@@ -512,18 +527,14 @@ pub fn answer_child(
     };
     response.push(Payload::TsI(TsRepr { selectors: vec![remote] }));
     response.push(Payload::TsR(TsRepr { selectors: vec![local] }));
-    let (i_to_r, r_to_i) =
-        child_keys(prf, sk_d, g_ir.as_deref().map(Vec::as_slice), (ni, &nr), algs);
-    let child = ChildSa {
-        spi_in: u32::from_be_bytes(spi),
-        spi_out: peer_spi,
-        key_in: i_to_r,
-        key_out: r_to_i,
-        algorithms: algs,
-        mode: ChildMode::Transport,
-        local,
-        remote,
-    };
+    let child = derive_child(
+        cfg,
+        (prf, sk_d, g_ir.as_deref().map(Vec::as_slice)),
+        (ni, &nr),
+        algs,
+        (spi, &peer_spi),
+        false,
+    );
     Ok(ChildAnswer { response, child, nr })
 }
 
@@ -557,12 +568,7 @@ pub fn answer_ike(
             data: algorithms.group.id().to_be_bytes().to_vec(),
         });
     }
-    let spi_i = sa
-        .proposals
-        .iter()
-        .find(|p| p.num == chosen.proposals[0].num)
-        .and_then(|p| <[u8; 8]>::try_from(p.spi.as_slice()).ok())
-        .map_or(0, u64::from_be_bytes);
+    let spi_i = <[u8; 8]>::try_from(offered_spi(sa, &chosen)).map_or(0, u64::from_be_bytes);
     if spi_i == 0 {
         return Err(Refusal::new(NotifyType::InvalidSyntax));
     }

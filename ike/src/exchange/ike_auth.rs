@@ -23,9 +23,11 @@ use crate::crypto::Prf;
 use crate::crypto::auth::{
     SigAlg, Signer, Verifier, auth_data, signed_octets, verify_auth_data, verify_signature,
 };
-use crate::exchange::create_child_sa::{child_keys, covers, has_notify, narrowed_to, selectors};
+use crate::exchange::create_child_sa::{
+    covers, derive_child, has_notify, narrowed_to, offered_spi, selectors,
+};
 use crate::proposal::esp_proposal;
-use crate::sa::{ChildMode, ChildSa, Config};
+use crate::sa::{ChildSa, Config};
 use crate::wire::{
     Message, Payload,
     auth::{AuthMethod, AuthRepr},
@@ -319,25 +321,20 @@ pub fn process_request(
     };
     let child = match choice {
         Ok((algs, chosen)) => {
-            let peer_spi = sa
-                .and_then(|s| s.proposals.iter().find(|p| p.num == chosen.proposals[0].num))
-                .map(|p| p.spi.clone())
-                .unwrap_or_default();
-            let (i_to_r, r_to_i) = child_keys(ctx.prf, sk_d, None, (ni, nr), algs);
+            let peer_spi = sa.map(|sa| offered_spi(sa, &chosen).to_vec()).unwrap_or_default();
+            let child = derive_child(
+                cfg,
+                (ctx.prf, sk_d, None),
+                (ni, nr),
+                algs,
+                (child_spi, &peer_spi),
+                false,
+            );
             out.push(Payload::Notify(NotifyRepr::new(NotifyType::UseTransportMode, Vec::new())));
             out.push(Payload::Sa(chosen));
             out.push(Payload::TsI(TsRepr { selectors: vec![remote] }));
             out.push(Payload::TsR(TsRepr { selectors: vec![local] }));
-            Some(ChildSa {
-                spi_in: u32::from_be_bytes(child_spi),
-                spi_out: <[u8; 4]>::try_from(peer_spi.as_slice()).map_or(0, u32::from_be_bytes),
-                key_in: i_to_r,
-                key_out: r_to_i,
-                algorithms: algs,
-                mode: ChildMode::Transport,
-                local,
-                remote,
-            })
+            Some(child)
         }
         Err(kind) => {
             out.push(Payload::Notify(NotifyRepr::new(kind, Vec::new())));
@@ -398,17 +395,7 @@ pub fn process_response(
         if !(narrowed_to(tsi, &local) && narrowed_to(tsr, &remote)) {
             return Err("the peer narrowed the traffic selectors to something else".into());
         }
-        let (i_to_r, r_to_i) = child_keys(ctx.prf, sk_d, None, (ni, nr), algs);
-        Ok(ChildSa {
-            spi_in: u32::from_be_bytes(child_spi),
-            spi_out: <[u8; 4]>::try_from(answer.spi.as_slice()).map_or(0, u32::from_be_bytes),
-            key_in: r_to_i,
-            key_out: i_to_r,
-            algorithms: algs,
-            mode: ChildMode::Transport,
-            local,
-            remote,
-        })
+        Ok(derive_child(cfg, (ctx.prf, sk_d, None), (ni, nr), algs, (child_spi, &answer.spi), true))
     })();
     Ok((peer, child))
 }
