@@ -25,6 +25,26 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// The ALPN protocol name of enrollment, version 1.
 pub(crate) const ALPN: &[u8] = b"ikemesh-enroll/1";
 
+/// What both our certificate verifiers answer for a TLS 1.2 handshake signature.
+fn no_tls12() -> Error {
+    Error::General("TLS 1.2 is not offered".into())
+}
+
+/// A TLS 1.3 handshake signature, checked by the provider (both our verifiers).
+fn tls13_signature(
+    provider: &CryptoProvider,
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, Error> {
+    rustls::crypto::verify_tls13_signature(
+        message,
+        cert,
+        dss,
+        &provider.signature_verification_algorithms,
+    )
+}
+
 /// rustls's default provider, aws-lc-rs.
 pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -130,7 +150,7 @@ impl ClientCertVerifier for NodeCertVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        Err(Error::General("TLS 1.2 is not offered".into()))
+        Err(no_tls12())
     }
 
     fn verify_tls13_signature(
@@ -139,12 +159,7 @@ impl ClientCertVerifier for NodeCertVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        tls13_signature(&self.provider, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -247,7 +262,7 @@ impl ServerCertVerifier for ServiceCertVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        Err(Error::General("TLS 1.2 is not offered".into()))
+        Err(no_tls12())
     }
 
     fn verify_tls13_signature(
@@ -256,12 +271,7 @@ impl ServerCertVerifier for ServiceCertVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        tls13_signature(&self.provider, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
