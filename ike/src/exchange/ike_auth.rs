@@ -3,10 +3,14 @@
 //!
 //! ```text
 //! Initiator                                       Responder
-//! HDR, SK {IDi, CERT, AUTH, N(USE_TRANSPORT_MODE), SAi2, TSi, TSr}  -->
+//! HDR, SK {IDi, CERT, [N(INITIAL_CONTACT),] AUTH, N(USE_TRANSPORT_MODE), SAi2, TSi, TSr}  -->
 //!                        <--  HDR, SK {IDr, CERT, AUTH, N(USE_TRANSPORT_MODE), SAr2, TSi, TSr}
 //!                        <--  HDR, SK {N(AUTHENTICATION_FAILED)}
 //! ```
+//!
+//! `INITIAL_CONTACT` (section 3.10.1) goes where strongSwan puts it, after our
+//! certificates and before AUTH ([`add_initial_contact`]); the responder reports whether
+//! the request had it ([`Accepted::initial_contact`]).
 //!
 //! A mesh protects host-to-host traffic, so each side proposes the two hosts' addresses
 //! as selectors; the responder accepts when the proposed selectors include those hosts
@@ -252,6 +256,19 @@ pub fn request(cfg: &Config, ctx: &AuthContext<'_>, child_spi: [u8; 4]) -> Vec<P
     })
 }
 
+/// Adds an `INITIAL_CONTACT` notification (no protocol, no SPI, no data) to the
+/// initiator's request payloads made by [`try_request`] or [`request`]: after the
+/// identity and certificates, before AUTH, where strongSwan puts it (section 2.5: a
+/// receiver must accept the payloads in any order; AUTH does not cover their order).
+/// Without an AUTH payload, after the identity and certificates all the same.
+pub fn add_initial_contact(request: &mut Vec<Payload>) {
+    let at = request
+        .iter()
+        .position(|p| !matches!(p, Payload::IdI(_) | Payload::Cert(_)))
+        .unwrap_or(request.len());
+    request.insert(at, Payload::Notify(NotifyRepr::new(NotifyType::InitialContact, Vec::new())));
+}
+
 /// The child SA part of the request.
 fn child_request(cfg: &Config, child_spi: [u8; 4]) -> Vec<Payload> {
     let policy = &cfg.policy;
@@ -272,6 +289,9 @@ pub struct Accepted {
     pub peer: IdRepr,
     /// The child SA, unless it was refused (the refusal is in `response`).
     pub child: Option<ChildSa>,
+    /// Whether the request carried `INITIAL_CONTACT` (section 3.10.1): the initiator
+    /// says this is the only IKE SA between the two authenticated identities.
+    pub initial_contact: bool,
 }
 
 /// A request the responder refused.
@@ -341,7 +361,8 @@ pub fn process_request(
             None
         }
     };
-    Ok(Accepted { response: out, peer, child })
+    let initial_contact = has_notify(payloads, NotifyType::InitialContact);
+    Ok(Accepted { response: out, peer, child, initial_contact })
 }
 
 /// The initiator's handling of the response: the peer's identity and the child SA (or

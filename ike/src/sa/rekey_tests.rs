@@ -344,7 +344,13 @@ fn a_child_rekey_crossing_an_ike_rekey_is_refused_for_now_and_retried() {
 
 /// Runs both sides until nothing is in flight and no timer is armed, over a network
 /// that drops every `drop_every`-th datagram and delivers each other one twice, late.
-fn drive_lossy(a: &mut IkeSa, b: &mut IkeSa, mut now: Instant, rng: &mut TestRng, drop_every: u32) {
+pub(super) fn drive_lossy(
+    a: &mut IkeSa,
+    b: &mut IkeSa,
+    mut now: Instant,
+    rng: &mut TestRng,
+    drop_every: u32,
+) {
     let mut flight: Vec<(Instant, bool, Vec<u8>)> = Vec::new();
     let mut count = 0u32;
     let latency = Duration::from_millis(20);

@@ -80,9 +80,17 @@ code_points! {
 }
 
 impl NotifyType {
+    /// The Notify Message Types reserved for private use status types (section 3.10.1).
+    pub const PRIVATE_USE_STATUS: std::ops::RangeInclusive<u16> = 40960..=65535;
+
     /// Whether this is an error type (below 16384).
     pub fn is_error(self) -> bool {
         u16::from(self) < 16384
+    }
+
+    /// Whether this is a private use status type (40960 to 65535, section 3.10.1).
+    pub fn is_private_use_status(self) -> bool {
+        Self::PRIVATE_USE_STATUS.contains(&u16::from(self))
     }
 }
 
@@ -169,5 +177,9 @@ mod tests {
         );
         assert!(NotifyType::NoProposalChosen.is_error() && !NotifyType::Cookie.is_error());
         assert_eq!(NotifyType::from(40000), NotifyType::Unknown(40000));
+        assert!(NotifyType::from(40960).is_private_use_status());
+        assert!(NotifyType::from(65535).is_private_use_status());
+        assert!(!NotifyType::from(40959).is_private_use_status());
+        assert!(!NotifyType::InitialContact.is_private_use_status());
     }
 }
