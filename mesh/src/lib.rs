@@ -10,3 +10,8 @@
 //! them uses `mesh`.
 
 pub mod cli;
+pub mod config;
+pub mod control;
+pub mod ctl;
+pub mod daemon;
+pub mod rollout;
