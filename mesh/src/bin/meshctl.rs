@@ -1,12 +1,10 @@
-//! `meshctl`: the ikemesh command-line client.
+//! `meshctl`: the ikemesh command-line client. Everything is in `mesh::ctl`.
 
-use clap::Parser;
+use clap::Parser as _;
 use mesh::cli::MeshctlArgs;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let _args = MeshctlArgs::parse();
-    // The control API arrives with the daemon in the [mesh] issue.
-    eprintln!("meshctl: no commands yet: the control API arrives with the daemon");
-    ExitCode::from(2)
+    // Usage errors exit with 2 (clap's), --help and --version with 0.
+    mesh::ctl::run(&MeshctlArgs::parse())
 }
