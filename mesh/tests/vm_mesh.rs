@@ -1,0 +1,340 @@
+//! The mesh end to end on a stock kernel (Debian's, in the test VM): ESP on the wire,
+//! live joins and leaves, the rollout under load, a daemon killed with SIGKILL, a CA rotation.
+//! Every test runs in one VM boot (see `ikemesh_testbed::vm`).
+
+mod common;
+
+use common::{Mesh, Options, TcpStream, UdpLoop, meshctl, wait_for};
+use ikemesh_testbed::vm::guest_test_with_timeout;
+use std::time::Duration;
+
+const VM_TIMEOUT: Duration = Duration::from_secs(600);
+const CONVERGE: Duration = Duration::from_secs(90);
+
+fn dns_exclusion() -> String {
+    "\n[[mesh.exclusions]]\nname = \"dns\"\nprotocol = \"udp\"\nport = 53\n".into()
+}
+
+/// XFRM state and policies of host `i`, as `ip` lists them.
+fn xfrm(m: &Mesh, i: usize) -> String {
+    let s = m.host(i).run(&["ip", "xfrm", "state"]).unwrap_or_default();
+    let p = m.host(i).run(&["ip", "xfrm", "policy"]).unwrap_or_default();
+    format!("{s}\n{p}")
+}
+
+#[test]
+fn four_nodes_converge_from_configs_esp_on_the_wire_and_dns_in_the_clear() {
+    guest_test_with_timeout(VM_TIMEOUT, || {
+        let mut m = Mesh::new(
+            4,
+            Options { level: "require", extra: dns_exclusion(), ..Options::default() },
+        );
+        m.start_all();
+        m.wait_converged(&[0, 1, 2, 3], "require", CONVERGE);
+        println!("converged:\n{}", m.ctl_ok(0, &["status"]));
+        // Every pair: UDP both ways, captured on the sender's link.
+        for i in 0..4 {
+            let cap = m.host(i).capture("eth0", "esp or udp port 7777 or udp port 53").unwrap();
+            for j in 0..4 {
+                if i != j {
+                    let got = m
+                        .host(i)
+                        .udp_to(
+                            m.host(j),
+                            false,
+                            7777,
+                            3,
+                            b"mesh-secret",
+                            Duration::from_millis(20),
+                        )
+                        .unwrap();
+                    assert_eq!(
+                        got,
+                        3,
+                        "{} -> {}: datagrams lost{}",
+                        m.nodes[i].name,
+                        m.nodes[j].name,
+                        m.report(&[i, j])
+                    );
+                }
+            }
+            let dns = m
+                .host(i)
+                .udp_to(m.host((i + 1) % 4), false, 53, 3, b"dns-query", Duration::from_millis(20))
+                .unwrap();
+            assert_eq!(dns, 3, "DNS datagrams lost");
+            let frames = cap.stop().unwrap();
+            let esp = frames.iter().filter(|f| f.is_esp()).count();
+            let clear = frames.iter().filter(|f| f.contains(b"mesh-secret")).count();
+            let dns_clear = frames.iter().filter(|f| f.contains(b"dns-query")).count();
+            println!(
+                "{}: {esp} ESP frames, {clear} plaintext of the protected traffic, {dns_clear} DNS in the clear",
+                m.nodes[i].name
+            );
+            assert!(esp >= 9, "{}: expected ESP for every pair, saw {esp}", m.nodes[i].name);
+            assert_eq!(clear, 0, "{}: protected traffic in the clear", m.nodes[i].name);
+            assert_eq!(
+                dns_clear, 3,
+                "{}: the excluded DNS port should stay in the clear",
+                m.nodes[i].name
+            );
+        }
+        // Byte counters moved.
+        let s = m.status(0);
+        assert!(s.peers.iter().all(|p| p.bytes_out > 0 && p.bytes_in > 0), "{s:?}");
+    });
+}
+
+#[test]
+fn a_fifth_node_joins_with_a_token_and_leaves_without_disturbing_the_others() {
+    guest_test_with_timeout(VM_TIMEOUT, || {
+        let mut m =
+            Mesh::new(5, Options { level: "require", members: Some(4), ..Options::default() });
+        // node-5 gets its certificate by enrollment, not from the fixture.
+        let n5 = m.nodes[4].clone();
+        std::fs::remove_file(n5.dir.join("node.key")).unwrap();
+        std::fs::remove_file(n5.dir.join("node.pem")).unwrap();
+        m.start_all();
+        m.wait_converged(&[0, 1, 2, 3], "require", CONVERGE);
+        let (a0, a1) = (m.nodes[0].addr, m.nodes[1].addr);
+        let udp = UdpLoop::start(m.host(0), m.host(1), a1, a0, 7001);
+        let tcp = TcpStream::start(m.host(0), m.host(1), a1, 7002);
+
+        // Enrollment: node-1 runs the CA's enrollment service; node-5 redeems a token.
+        let ca = m.ca.to_str().unwrap().to_owned();
+        let token = meshctl(&["ca", "token", "--dir", &ca, "--name", &n5.name]);
+        let token =
+            token.lines().find(|l| l.starts_with("ikm1.")).expect("a join token").trim().to_owned();
+        let listen = format!("{a0}:8443");
+        let _service = m
+            .host(0)
+            .spawn(&[
+                common::MESHCTL,
+                "ca",
+                "serve",
+                "--dir",
+                &ca,
+                "--listen",
+                &listen,
+                "--service-name",
+                "enroll.test",
+            ])
+            .unwrap();
+        let key = n5.dir.join("node.key");
+        let cert = n5.dir.join("node.pem");
+        let bundle = m.dir.path().join("ca.pem");
+        wait_for(
+            Duration::from_secs(30),
+            || {
+                m.host(4)
+                    .command(common::MESHCTL)
+                    .args([
+                        "enroll",
+                        "--server",
+                        &listen,
+                        "--service-name",
+                        "enroll.test",
+                        "--token",
+                        &token,
+                        "--name",
+                        &n5.name,
+                    ])
+                    .args([
+                        "--key",
+                        key.to_str().unwrap(),
+                        "--cert",
+                        cert.to_str().unwrap(),
+                        "--ca",
+                        bundle.to_str().unwrap(),
+                        "--force",
+                    ])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            },
+            || "enrollment of node-5 failed".into(),
+        );
+        m.start(4);
+        let addr5 = n5.addr.to_string();
+        for i in 0..4 {
+            let out = m.ctl_ok(i, &["peer", "add", &n5.name, &addr5]);
+            assert!(out.contains("node-5"), "{out}");
+        }
+        m.wait_converged(&[0, 1, 2, 3, 4], "require", CONVERGE);
+        let got = m
+            .host(4)
+            .udp_to(m.host(2), false, 7777, 3, b"joined", Duration::from_millis(20))
+            .unwrap();
+        assert_eq!(got, 3);
+
+        // node-5 leaves: every other node drops its SAs, policies and pinhole.
+        for i in 0..4 {
+            m.ctl_ok(i, &["peer", "rm", &n5.name]);
+        }
+        for i in 0..4 {
+            let x = xfrm(&m, i);
+            assert!(
+                !x.contains(&addr5),
+                "{}: kernel entries for the removed node left:\n{x}",
+                m.nodes[i].name
+            );
+            let nft = m.host(i).run(&["nft", "list", "table", "inet", "ikemesh"]).unwrap();
+            assert!(!nft.contains(&addr5), "{}: pinhole left:\n{nft}", m.nodes[i].name);
+        }
+        let udp = udp.stop();
+        let tcp = tcp.stop();
+        println!(
+            "existing pair during join and leave: UDP {}/{} answered, TCP {} chunks",
+            udp.answered, udp.sent, tcp.answered
+        );
+        assert!(udp.failures.is_empty(), "UDP failures: {:?}", udp.failures);
+        assert!(tcp.failures.is_empty(), "TCP failures: {:?}", tcp.failures);
+        assert!(m.converged(&[0, 1, 2, 3], "require"), "{}", m.report(&[0, 1, 2, 3]));
+    });
+}
+
+#[test]
+fn rollout_off_use_require_and_back_under_load_shuts_out_non_members() {
+    guest_test_with_timeout(VM_TIMEOUT, || {
+        let extra =
+            "\n[[mesh.networks]]\nname = \"lan\"\nprefixes = [\"10.77.0.0/24\"]\n".to_owned();
+        // node-4 is in the protected network but not a member.
+        let mut m =
+            Mesh::new(4, Options { level: "off", members: Some(3), extra, ..Options::default() });
+        for i in 0..3 {
+            m.start(i);
+        }
+        m.wait_converged(&[0, 1, 2], "off", CONVERGE);
+        let (a0, a1) = (m.nodes[0].addr, m.nodes[1].addr);
+        let udp = UdpLoop::start(m.host(0), m.host(1), a1, a0, 7001);
+        let tcp = TcpStream::start(m.host(0), m.host(1), a1, 7002);
+        let outsider = |m: &Mesh| {
+            m.host(3)
+                .udp_to(m.host(0), false, 7003, 2, b"outsider", Duration::from_millis(10))
+                .unwrap()
+                + m.host(0)
+                    .udp_to(m.host(3), false, 7004, 2, b"to-outsider", Duration::from_millis(10))
+                    .unwrap()
+        };
+        assert_eq!(outsider(&m), 4, "at off the outsider talks to members");
+        for level in ["use", "require", "use", "off"] {
+            for i in 0..3 {
+                m.ctl_ok(i, &["rollout", "set", level]);
+            }
+            m.wait_converged(&[0, 1, 2], level, CONVERGE);
+            let st = m.ctl_ok(0, &["rollout", "status"]);
+            println!("at {level}:\n{st}");
+            std::thread::sleep(Duration::from_secs(2));
+            let reach = outsider(&m);
+            if level == "require" {
+                assert_eq!(
+                    reach, 0,
+                    "a non-member inside the protected network reached a member at require"
+                );
+                let cap = m.host(0).capture("eth0", "esp or udp port 7001").unwrap();
+                std::thread::sleep(Duration::from_secs(1));
+                let frames = cap.stop().unwrap();
+                assert!(
+                    frames.iter().all(ikemesh_testbed::Frame::is_esp),
+                    "plaintext between members at require"
+                );
+                assert!(!frames.is_empty());
+            } else {
+                assert_eq!(reach, 4, "at {level} the outsider is not shut out");
+            }
+        }
+        let udp = udp.stop();
+        let tcp = tcp.stop();
+        println!(
+            "through off->use->require->use->off: UDP {}/{} answered, TCP {} chunks",
+            udp.answered, udp.sent, tcp.answered
+        );
+        assert!(udp.failures.is_empty(), "UDP failures: {:?}", udp.failures);
+        assert!(tcp.failures.is_empty(), "TCP failures: {:?}", tcp.failures);
+        assert!(udp.answered > 50 && tcp.answered > 50);
+    });
+}
+
+#[test]
+fn kill_9_keeps_traffic_flowing_and_the_restart_adopts_kernel_state() {
+    guest_test_with_timeout(VM_TIMEOUT, || {
+        let ike =
+            "retransmit_base = \"1s\"\nliveness = \"5s\"\nchild_rekey = \"40s\"\njitter = 0\n"
+                .to_owned();
+        let mut m = Mesh::new(2, Options { level: "require", ike, ..Options::default() });
+        m.start_all();
+        m.wait_converged(&[0, 1], "require", CONVERGE);
+        let (a0, a1) = (m.nodes[0].addr, m.nodes[1].addr);
+        let udp = UdpLoop::start(m.host(0), m.host(1), a1, a0, 7001);
+        std::thread::sleep(Duration::from_secs(1));
+        let before = xfrm(&m, 1);
+        m.kill9(1);
+        std::thread::sleep(Duration::from_secs(3));
+        let during = xfrm(&m, 1);
+        assert_eq!(
+            before.matches("spi").count(),
+            during.matches("spi").count(),
+            "SAs changed with the daemon dead"
+        );
+        m.start(1);
+        assert!(m.log(1).contains("adopted child SAs"), "no adoption in the log:\n{}", m.log(1));
+        m.wait_converged(&[0, 1], "require", CONVERGE);
+        // The next rekey succeeds.
+        wait_for(
+            Duration::from_secs(90),
+            || m.peer(1, 0).is_some_and(|p| p.last_rekey.is_some()),
+            || m.report(&[0, 1]),
+        );
+        let udp = udp.stop();
+        println!("through kill -9, restart and rekey: UDP {}/{} answered", udp.answered, udp.sent);
+        assert!(udp.failures.is_empty(), "UDP failures: {:?}", udp.failures);
+        let after = xfrm(&m, 1);
+        assert!(after.matches("proto esp").count() >= 2, "{after}");
+    });
+}
+
+#[test]
+fn ca_rotation_at_require_driven_by_meshctl_fails_no_connection() {
+    guest_test_with_timeout(VM_TIMEOUT, || {
+        let mut m = Mesh::new(3, Options { level: "require", ..Options::default() });
+        m.start_all();
+        m.wait_converged(&[0, 1, 2], "require", CONVERGE);
+        let (a0, a1) = (m.nodes[0].addr, m.nodes[1].addr);
+        let udp = UdpLoop::start(m.host(0), m.host(1), a1, a0, 7001);
+        let tcp = TcpStream::start(m.host(0), m.host(1), a1, 7002);
+        let ca = m.ca.to_str().unwrap().to_owned();
+        let reload_all = |m: &Mesh| {
+            for i in 0..3 {
+                m.ctl_ok(i, &["reload"]);
+            }
+            m.wait_converged(&[0, 1, 2], "require", CONVERGE);
+            std::thread::sleep(Duration::from_secs(3));
+        };
+        // 1. Trust the new CA everywhere first.
+        meshctl(&["ca", "rotate", "--dir", &ca, "--stage"]);
+        m.write_bundle();
+        reload_all(&m);
+        // 2. Issue from the new CA, node by node.
+        meshctl(&["ca", "rotate", "--dir", &ca]);
+        for i in 0..3 {
+            let node = m.nodes[i].clone();
+            m.issue(&node);
+            m.ctl_ok(i, &["reload"]);
+        }
+        m.wait_converged(&[0, 1, 2], "require", CONVERGE);
+        std::thread::sleep(Duration::from_secs(3));
+        // 3. Drop the old CA.
+        meshctl(&["ca", "rotate", "--dir", &ca, "--drop-old"]);
+        m.write_bundle();
+        reload_all(&m);
+        let udp = udp.stop();
+        let tcp = tcp.stop();
+        println!(
+            "through the CA rotation: UDP {}/{} answered, TCP {} chunks",
+            udp.answered, udp.sent, tcp.answered
+        );
+        assert!(udp.failures.is_empty(), "UDP failures: {:?}", udp.failures);
+        assert!(tcp.failures.is_empty(), "TCP failures: {:?}", tcp.failures);
+        let show = meshctl(&["ca", "show", "--dir", &ca, "-o", "json"]);
+        println!("{show}");
+    });
+}
