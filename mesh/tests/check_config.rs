@@ -605,3 +605,78 @@ fn example_parses_and_documents_every_key() {
     }
     assert!(missing.is_empty(), "undocumented in the example: {missing:?}");
 }
+
+/// `meshd --check-config` itself: exit 0 and one line for a good configuration; for each
+/// broken one, exit 1 and exactly one line on stderr that names the problem.
+#[test]
+fn meshd_check_config_prints_one_line_per_broken_config_and_exits_non_zero() {
+    let meshd = env!("CARGO_BIN_EXE_meshd");
+    let run = |config: &Path| {
+        let out = std::process::Command::new(meshd)
+            .args(["--check-config", "--config"])
+            .arg(config)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let s = Setup::new();
+    fs::write(&s.config, s.text()).unwrap();
+    let (code, stderr) = run(&s.config);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("configuration is good"), "{stderr}");
+
+    let key = s.path("node.key");
+    let text = s.text();
+    let cases: Vec<(&str, Box<dyn Fn()>, &str)> = vec![
+        ("missing file", Box::new(|| fs::remove_file(&s.config).unwrap()), "no such file"),
+        (
+            "bad TOML",
+            Box::new(|| fs::write(&s.config, text.replace("[pki]", "[pki")).unwrap()),
+            "unclosed table",
+        ),
+        (
+            "unknown key",
+            Box::new(|| {
+                fs::write(&s.config, text.replace("name = \"node-1\"", "nmae = \"node-1\""))
+                    .unwrap()
+            }),
+            "unknown key `nmae`",
+        ),
+        (
+            "bad address",
+            Box::new(|| {
+                fs::write(&s.config, text.replace("[\"10.77.0.2\"]", "[\"10.77.0.300\"]")).unwrap()
+            }),
+            "\"10.77.0.300\" is not an IP address",
+        ),
+        (
+            "unreadable key",
+            Box::new(|| fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap()),
+            "mode 0644 is too open",
+        ),
+        (
+            "key of the wrong type",
+            Box::new(|| {
+                fs::copy(s.path("node.pem"), &key).unwrap();
+                fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+            }),
+            "holds a CERTIFICATE, not a private key",
+        ),
+    ];
+    let key_pem = fs::read(&key).unwrap();
+    for (what, break_it, expected) in cases {
+        fs::write(&s.config, &text).unwrap();
+        fs::write(&key, &key_pem).unwrap();
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+        break_it();
+        let (code, stderr) = run(&s.config);
+        let lines: Vec<&str> = stderr.lines().collect();
+        println!("{what}: {stderr}");
+        assert_eq!(code, Some(1), "{what}: exit status");
+        assert_eq!(lines.len(), 1, "{what}: one line expected, got {stderr:?}");
+        assert!(
+            lines[0].starts_with("meshd: ") && lines[0].contains(expected),
+            "{what}: {stderr:?}"
+        );
+    }
+}
