@@ -10,7 +10,8 @@
 //! adds one line when a pinhole cannot be opened, and one when it starts.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::net::UdpSocket;
@@ -35,14 +36,27 @@ pub enum Outcome {
     Refused,
 }
 
+/// Who may knock: the addresses a pinhole may be opened for (the mesh's members).
+pub type Knockers = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
+
 /// The SPA listener: a socket, a gatekeeper, and the pinholes it opens.
-#[derive(Debug)]
 pub struct SpaGate {
     socket: UdpSocket,
     gatekeeper: Gatekeeper,
     pinholes: Pinholes,
     ttl: Duration,
+    knockers: Option<Knockers>,
     buf: Box<[u8; BUF_LEN]>,
+}
+
+impl std::fmt::Debug for SpaGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpaGate")
+            .field("socket", &self.socket)
+            .field("ttl", &self.ttl)
+            .field("knockers", &self.knockers.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SpaGate {
@@ -71,7 +85,16 @@ impl SpaGate {
         pinholes: Pinholes,
         ttl: Duration,
     ) -> Self {
-        Self { socket, gatekeeper, pinholes, ttl, buf: Box::new([0; BUF_LEN]) }
+        Self { socket, gatekeeper, pinholes, ttl, knockers: None, buf: Box::new([0; BUF_LEN]) }
+    }
+
+    /// Opens pinholes only for admitted knocks whose address `knockers` accepts (the
+    /// current members): a node removed from the mesh that still holds the SPA secret
+    /// gets nothing. Without it, every admitted knock opens one.
+    #[must_use]
+    pub fn with_knockers(mut self, knockers: Knockers) -> Self {
+        self.knockers = Some(knockers);
+        self
     }
 
     /// The address the gate listens on.
@@ -115,6 +138,12 @@ impl SpaGate {
         let Ok(admitted) = self.gatekeeper.check(datagram, from.ip(), SystemTime::now()) else {
             return Ok(Outcome::Refused);
         };
+        if let Some(knockers) = &self.knockers
+            && !knockers(admitted.addr)
+        {
+            warn!(source = %admitted.addr, node = %admitted.node_id, "SPA knock from an address that is not a member's; nothing opened");
+            return Ok(Outcome::NotOpened(admitted));
+        }
         if admitted.access != Access::Ike {
             warn!(source = %admitted.addr, access = ?admitted.access, "SPA knock asks for access this gate does not give; nothing opened");
             return Ok(Outcome::NotOpened(admitted));

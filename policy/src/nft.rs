@@ -296,6 +296,25 @@ impl Pinholes {
         )
     }
 
+    /// Closes every pinhole of `addr`, kept or knocked: the address is no member any
+    /// more. Idempotent.
+    ///
+    /// # Errors
+    /// When nft fails, or our table is not installed.
+    pub fn close(&self, addr: IpAddr) -> Result<(), NftError> {
+        let addr = addr.to_canonical();
+        let (keep, allow) = if addr.is_ipv4() { (KEEP4, ALLOW4) } else { (KEEP6, ALLOW6) };
+        self.apply(
+            "close a former member's pinholes",
+            vec![
+                NfCmd::Add(self.element(keep, addr, None)),
+                NfCmd::Delete(self.element(keep, addr, None)),
+                NfCmd::Add(self.element(allow, addr, None)),
+                NfCmd::Delete(self.element(allow, addr, None)),
+            ],
+        )
+    }
+
     /// Deletes our table: the IKE ports are open to all again. Idempotent; other tables
     /// are never touched.
     ///

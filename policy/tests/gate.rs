@@ -121,6 +121,16 @@ fn pinholes_open_close_and_touch_nothing_else() {
     b.enter(|| holes.release(a.ipv4().into())).unwrap().unwrap(); // idempotent
     assert!(probe(a, b, 4500, Duration::from_millis(500)).is_none(), "released peer let in");
 
+    // close: a knocked and kept former member loses both, at once.
+    b.enter(|| holes.allow(a.ipv6().into(), Duration::from_secs(60))).unwrap().unwrap();
+    let listed = b.enter(|| holes.allowed()).unwrap().unwrap();
+    assert_eq!(listed.len(), 2, "kept and knocked: {listed:?}");
+    b.enter(|| holes.close(a.ipv6().into())).unwrap().unwrap();
+    b.enter(|| holes.close(a.ipv6().into())).unwrap().unwrap(); // idempotent
+    let listed = b.enter(|| holes.allowed()).unwrap().unwrap();
+    assert!(listed.is_empty(), "closed address still let in: {listed:?}");
+    assert_eq!(ruleset_outside(b, table), before, "close touched another table");
+
     b.enter(|| holes.remove()).unwrap().unwrap();
     b.enter(|| holes.remove()).unwrap().unwrap(); // idempotent
     assert!(probe(a, b, 500, Duration::from_millis(300)).is_some(), "500 dark after remove");
