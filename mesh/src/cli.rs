@@ -128,7 +128,8 @@ pub enum MeshctlCommand {
     /// The `use` to `require` rollout.
     #[command(subcommand)]
     Rollout(RolloutCommand),
-    /// Reads the trust bundle, CRL, certificate and key again (swanctl --load-creds).
+    /// Reads the configuration's trust bundle, CRL, certificate, key, members and mesh level
+    /// again, and re-authenticates every peer with a new IKE SA (make before break).
     Reload,
     /// The mesh's certificate authority (works on a CA directory, no daemon needed).
     #[command(subcommand)]

@@ -650,8 +650,14 @@ impl Config {
 
     fn check_ike(&self, problems: &mut Vec<String>) {
         let ike = &self.ike;
-        if ike.port == 0 {
-            problems.push("ike.port: 0 cannot be used: give a UDP port (default 500)".into());
+        if ike.port != DEFAULT_IKE_PORT {
+            // Every member sends to the others' ike.port, and the rendered XFRM bypass
+            // policies let UDP 500 and 4500 through: another port would be caught by
+            // the mesh's own require policies.
+            problems.push(format!(
+                "ike.port: {} is not supported: the mesh speaks IKE on UDP 500 (remove the key)",
+                ike.port
+            ));
         }
         in_range("ike.rekey", ike.rekey, REKEY_RANGE, problems);
         in_range("ike.child_rekey", ike.child_rekey, CHILD_REKEY_RANGE, problems);

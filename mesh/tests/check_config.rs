@@ -606,6 +606,9 @@ fn example_parses_and_documents_every_key() {
     assert!(missing.is_empty(), "undocumented in the example: {missing:?}");
 }
 
+/// A broken configuration: what, how to break it, the words the one line must hold.
+type Case<'a> = (&'a str, Box<dyn Fn() + 'a>, &'a str);
+
 /// `meshd --check-config` itself: exit 0 and one line for a good configuration; for each
 /// broken one, exit 1 and exactly one line on stderr that names the problem.
 #[test]
@@ -627,7 +630,7 @@ fn meshd_check_config_prints_one_line_per_broken_config_and_exits_non_zero() {
 
     let key = s.path("node.key");
     let text = s.text();
-    let cases: Vec<(&str, Box<dyn Fn()>, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ("missing file", Box::new(|| fs::remove_file(&s.config).unwrap()), "no such file"),
         (
             "bad TOML",
@@ -638,14 +641,14 @@ fn meshd_check_config_prints_one_line_per_broken_config_and_exits_non_zero() {
             "unknown key",
             Box::new(|| {
                 fs::write(&s.config, text.replace("name = \"node-1\"", "nmae = \"node-1\""))
-                    .unwrap()
+                    .unwrap();
             }),
             "unknown key `nmae`",
         ),
         (
             "bad address",
             Box::new(|| {
-                fs::write(&s.config, text.replace("[\"10.77.0.2\"]", "[\"10.77.0.300\"]")).unwrap()
+                fs::write(&s.config, text.replace("[\"10.77.0.2\"]", "[\"10.77.0.300\"]")).unwrap();
             }),
             "\"10.77.0.300\" is not an IP address",
         ),

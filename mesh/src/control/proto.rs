@@ -127,7 +127,7 @@ pub struct PeerStatus {
     pub addresses: Vec<IpAddr>,
     /// The level its policies are at now.
     pub level: Level,
-    /// The IKE SA: `down`, `knocking`, `connecting`, `established`, `rekeying`,
+    /// The IKE SA: `down`, `knocking`, `connecting`, `established`,
     /// `adopted` (child SAs found in the kernel at start, no IKE SA yet).
     pub ike: String,
     /// The current child SA, if one is up.

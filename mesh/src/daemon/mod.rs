@@ -221,7 +221,7 @@ impl Daemon {
         let started = Instant::now();
         let mut rng = OsRandom;
         let state_dir = StateDir::open(&cfg.daemon.state_dir)?;
-        let state = state_dir.load()?;
+        let mut state = state_dir.load()?;
         let creds = Arc::new(Credentials::load(&cfg.pki.cert, &cfg.pki.key)?);
         let (bundle, revocation) = auth::trust(&cfg.pki.ca, cfg.pki.crl.as_deref())?;
         let live = LiveMembers::default();
@@ -247,6 +247,9 @@ impl Daemon {
                 "no ESP in this kernel, so no traffic is encrypted (IKE, SPA and the firewall still run): {p}"
             );
         }
+
+        // The members' addresses, each with the IKE configuration towards it.
+        let responders: Arc<RwLock<HashMap<IpAddr, Arc<ike::sa::Config>>>> = Arc::default();
 
         // The SPA gate and pinholes.
         let (spa_keys, pinholes) = if cfg.spa.enabled {
@@ -277,10 +280,18 @@ impl Daemon {
             .map_err(|e| format!("SPA gate: {e}"))?;
             if let Some(p) = &pinholes {
                 let listen = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), cfg.spa.port);
+                // Pinholes only for members: a removed node keeps the secret, not access.
+                let members = responders.clone();
                 let mut gate =
                     policy::SpaGate::bind(listen, gatekeeper, p.clone(), cfg.spa.pinhole_ttl)
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| e.to_string())?
+                        .with_knockers(Arc::new(move |addr: IpAddr| {
+                            members
+                                .read()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .contains_key(&addr.to_canonical())
+                        }));
                 tokio::spawn(async move {
                     if let Err(e) = gate.run().await {
                         error!("the SPA gate stopped: {e}");
@@ -310,7 +321,6 @@ impl Daemon {
             }
         }
 
-        let responders: Arc<RwLock<HashMap<IpAddr, Arc<ike::sa::Config>>>> = Arc::default();
         let lookup = responders.clone();
         let ep = Endpoint::new(
             Box::new(move |from: SocketAddr| {
@@ -324,10 +334,7 @@ impl Daemon {
             &mut rng,
         );
 
-        let rollout = match &state.rollout {
-            Some(s) => Rollout::restore(s),
-            None => Rollout::new(cfg.mesh.level),
-        };
+        let rollout = rollout_from(&mut state, cfg.mesh.level);
 
         let mut daemon = Daemon {
             me,
@@ -446,9 +453,11 @@ impl Daemon {
         // level, and the network level the mesh's target.
         members.push(Member { level: Some(Level::Require), ..self.me.clone() });
         for p in self.peers.values() {
+            // One child SA per peer, between one pair of addresses: the policies cover
+            // that pair only (see `add_peer`).
             members.push(Member {
                 name: p.name.clone(),
-                addresses: p.addresses.clone(),
+                addresses: vec![p.remote],
                 level: Some(self.rollout.current(&p.name).unwrap_or(Level::Off)),
             });
         }
@@ -516,6 +525,9 @@ impl Daemon {
             warn!(peer = %m.name, "no address of the peer shares a family with ours; skipped");
             return false;
         };
+        if m.addresses.len() > 1 {
+            warn!(peer = %m.name, %local, %remote, "the peer has several addresses: only {local} <-> {remote} is protected, traffic to its other addresses is not");
+        }
         let ike = self.ike_config(&m.name, local, remote);
         self.set_responder(&m.addresses, Some(&ike));
         if self.rollout.current(&m.name).is_none() {
@@ -560,8 +572,16 @@ impl Daemon {
     }
 
     fn remove_peer(&mut self, now: Instant, name: &str) {
-        let Some(mut p) = self.peers.remove(name) else { return };
-        if let Some(h) = p.sa.take() {
+        let Some(p) = self.peers.remove(name) else { return };
+        // Every IKE SA with it: the current one, and any being made or replaced.
+        let handles: Vec<SaHandle> = self
+            .by_handle
+            .iter()
+            .filter(|(_, n)| *n == name)
+            .map(|(h, _)| *h)
+            .chain(p.sa)
+            .collect();
+        for h in handles {
             let rng = &mut self.rng;
             let _ = self.ep.with_sa(h, |s| s.delete(now, rng));
         }
@@ -573,11 +593,20 @@ impl Daemon {
             for a in &p.adopted {
                 k.remove(a);
             }
+            // Inbound SAs of replaced children linger for a while; the peer is gone now.
+            let (theirs, others): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut self.lingering).into_iter().partition(|(_, id)| {
+                    p.addresses.contains(&id.src) || p.addresses.contains(&id.dst)
+                });
+            self.lingering = others;
+            for (_, id) in theirs {
+                k.delete(&id);
+            }
         }
         if let Some(ph) = &self.pinholes {
             for a in &p.addresses {
-                if let Err(e) = ph.release(*a) {
-                    warn!(peer = name, "cannot close the pinhole: {e}");
+                if let Err(e) = ph.close(*a) {
+                    warn!(peer = name, "cannot close the pinholes: {e}");
                 }
             }
         }
@@ -1487,6 +1516,11 @@ impl Daemon {
         let mut changes = Vec::new();
         match Config::load(&self.cfg_path()) {
             Ok(cfg) => {
+                if self.state.config_level != Some(cfg.mesh.level) {
+                    self.rollout.set_target(cfg.mesh.level);
+                    self.state.config_level = Some(cfg.mesh.level);
+                    changes.push(format!("mesh target from the configuration: {}", cfg.mesh.level));
+                }
                 self.cfg.mesh = cfg.mesh;
             }
             Err(problems) => return err(problems.join("; ")),
@@ -1567,6 +1601,21 @@ impl Daemon {
             };
         }
     }
+}
+
+/// The rollout at start: as saved, but with the configuration's level as the target
+/// when the configuration changed it since it was last applied.
+fn rollout_from(state: &mut State, config_level: Level) -> Rollout {
+    let mut rollout = match &state.rollout {
+        Some(s) => Rollout::restore(s),
+        None => Rollout::new(config_level),
+    };
+    if state.config_level.is_some_and(|l| l != config_level) {
+        info!(level = %config_level, "the configuration sets a new mesh level");
+        rollout.set_target(config_level);
+    }
+    state.config_level = Some(config_level);
+    rollout
 }
 
 fn err(message: String) -> Response {

@@ -32,6 +32,11 @@ pub struct State {
     /// Members of the configuration removed with `meshctl peer rm`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<String>,
+    /// The configuration's `mesh.level` when it was last applied: a configuration that
+    /// says another level (the operator changed it, as a two-pass deployment does) sets
+    /// the rollout target; an unchanged one leaves the target `meshctl` set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_level: Option<policy::Level>,
     /// The child SAs in the kernel, by peer: (inbound SPI, outbound SPI).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub children: BTreeMap<String, Vec<(u32, u32)>>,
