@@ -9,6 +9,16 @@ use ikemesh_testbed::vm::guest_test_with_timeout;
 use std::time::Duration;
 
 const VM_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// One mesh test at a time: each runs several daemons and traffic loops, and two at
+/// once on the emulated VM's two CPUs slow both past their timers.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `body` in the VM, after any other test of this file.
+fn vm_test(body: impl FnOnce()) {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    guest_test_with_timeout(VM_TIMEOUT, body);
+}
 const CONVERGE: Duration = Duration::from_secs(90);
 
 fn dns_exclusion() -> String {
@@ -24,7 +34,7 @@ fn xfrm(m: &Mesh, i: usize) -> String {
 
 #[test]
 fn four_nodes_converge_from_configs_esp_on_the_wire_and_dns_in_the_clear() {
-    guest_test_with_timeout(VM_TIMEOUT, || {
+    vm_test(|| {
         let mut m = Mesh::new(
             4,
             Options { level: "require", extra: dns_exclusion(), ..Options::default() },
@@ -87,7 +97,7 @@ fn four_nodes_converge_from_configs_esp_on_the_wire_and_dns_in_the_clear() {
 
 #[test]
 fn a_fifth_node_joins_with_a_token_and_leaves_without_disturbing_the_others() {
-    guest_test_with_timeout(VM_TIMEOUT, || {
+    vm_test(|| {
         let mut m =
             Mesh::new(5, Options { level: "require", members: Some(4), ..Options::default() });
         // node-5 gets its certificate by enrollment, not from the fixture.
@@ -194,7 +204,7 @@ fn a_fifth_node_joins_with_a_token_and_leaves_without_disturbing_the_others() {
 
 #[test]
 fn rollout_off_use_require_and_back_under_load_shuts_out_non_members() {
-    guest_test_with_timeout(VM_TIMEOUT, || {
+    vm_test(|| {
         let extra =
             "\n[[mesh.networks]]\nname = \"lan\"\nprefixes = [\"10.77.0.0/24\"]\n".to_owned();
         // node-4 is in the protected network but not a member.
@@ -256,7 +266,7 @@ fn rollout_off_use_require_and_back_under_load_shuts_out_non_members() {
 
 #[test]
 fn kill_9_keeps_traffic_flowing_and_the_restart_adopts_kernel_state() {
-    guest_test_with_timeout(VM_TIMEOUT, || {
+    vm_test(|| {
         let ike =
             "retransmit_base = \"1s\"\nliveness = \"5s\"\nchild_rekey = \"40s\"\njitter = 0\n"
                 .to_owned();
@@ -295,7 +305,7 @@ fn kill_9_keeps_traffic_flowing_and_the_restart_adopts_kernel_state() {
 
 #[test]
 fn ca_rotation_at_require_driven_by_meshctl_fails_no_connection() {
-    guest_test_with_timeout(VM_TIMEOUT, || {
+    vm_test(|| {
         let mut m = Mesh::new(3, Options { level: "require", ..Options::default() });
         m.start_all();
         m.wait_converged(&[0, 1, 2], "require", CONVERGE);

@@ -394,17 +394,30 @@ pub struct Tally {
     pub failures: Vec<String>,
 }
 
-/// A UDP request/response loop from one host to another, with retries, until stopped.
-pub struct UdpLoop {
+/// Traffic running in the background until stopped: a client and a server thread.
+pub struct Traffic {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     client: Option<std::thread::JoinHandle<Tally>>,
     server: Option<std::thread::JoinHandle<()>>,
 }
 
+impl Traffic {
+    /// Stops the client and the server; what the client saw.
+    pub fn stop(mut self) -> Tally {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let t = self.client.take().unwrap().join().expect("client thread");
+        let _ = self.server.take().unwrap().join();
+        t
+    }
+}
+
+/// A UDP request/response loop from one host to another, with retries, until stopped.
+pub struct UdpLoop;
+
 impl UdpLoop {
     /// Starts an echo server on `to:port` and a client in `from` that sends a request
     /// every 50 ms, tries each up to 6 times 500 ms apart, and counts what fails.
-    pub fn start(from: &Host, to: &Host, to_addr: IpAddr, from_addr: IpAddr, port: u16) -> Self {
+    pub fn start(from: &Host, to: &Host, to_addr: IpAddr, from_addr: IpAddr, port: u16) -> Traffic {
         use std::net::{SocketAddr, UdpSocket};
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -458,28 +471,16 @@ impl UdpLoop {
             }
             tally
         });
-        Self { stop, client: Some(client), server: Some(server) }
-    }
-
-    /// Stops and returns the tally.
-    pub fn stop(mut self) -> Tally {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let t = self.client.take().unwrap().join().expect("client thread");
-        let _ = self.server.take().unwrap().join();
-        t
+        Traffic { stop, client: Some(client), server: Some(server) }
     }
 }
 
 /// A long TCP stream: the client writes a chunk every 20 ms and reads it back echoed.
-pub struct TcpStream {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    client: Option<std::thread::JoinHandle<Tally>>,
-    server: Option<std::thread::JoinHandle<()>>,
-}
+pub struct TcpStream;
 
 impl TcpStream {
     /// Starts the echo server on `to:port` and one connection from `from`.
-    pub fn start(from: &Host, to: &Host, to_addr: IpAddr, port: u16) -> Self {
+    pub fn start(from: &Host, to: &Host, to_addr: IpAddr, port: u16) -> Traffic {
         use std::io::{Read as _, Write as _};
         use std::net::{SocketAddr, TcpListener};
         use std::sync::atomic::Ordering;
@@ -527,14 +528,6 @@ impl TcpStream {
             }
             tally
         });
-        Self { stop, client: Some(client), server: Some(server) }
-    }
-
-    /// Stops and returns the tally (the connection closes).
-    pub fn stop(mut self) -> Tally {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let t = self.client.take().unwrap().join().expect("client thread");
-        let _ = self.server.take().unwrap().join();
-        t
+        Traffic { stop, client: Some(client), server: Some(server) }
     }
 }
