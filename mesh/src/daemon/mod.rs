@@ -14,10 +14,10 @@
 //! # Who initiates
 //!
 //! Of two members, the one whose name sorts first initiates; the other only answers,
-//! and initiates itself only when nothing arrived for [`RESPONDER_GRACE`]. When two
-//! IKE SAs with one peer are up at once, both ends keep the same one: the one whose
-//! initiator sent `INITIAL_CONTACT`-like freshness (see [`Daemon::resolve_duplicate`]),
-//! else the one the preferred initiator made, else the newer; the other is deleted.
+//! and initiates itself only when nothing arrived from the peer for [`RESPONDER_GRACE`].
+//! A daemon's first IKE SA with each peer after it starts, and every re-authentication,
+//! carries `INITIAL_CONTACT`. When two IKE SAs with one peer are up at once, both ends
+//! keep the same one (see [`Daemon::resolve_duplicate`]) and delete the other.
 //!
 //! # Restarts
 //!
@@ -67,6 +67,9 @@ pub const OUTBOUND_DELAY: Duration = Duration::from_secs(2);
 /// How long a replaced child SA's inbound SA stays after its delete, for packets the
 /// peer sent on it before it learnt of the delete.
 pub const INBOUND_LINGER: Duration = Duration::from_secs(5);
+/// Two IKE SAs with one peer that both claim to be the only one, the older at most this
+/// old, were made at once (both ends started together): see [`Daemon::resolve_duplicate`].
+pub const SIMULTANEOUS: Duration = Duration::from_secs(10);
 
 /// The operating system's randomness, for the IKE state machines.
 struct OsRandom;
@@ -145,6 +148,10 @@ struct Peer {
     claim_only: bool,
     /// When to re-authenticate: a new IKE SA beside the current one, which replaces it.
     reauth_at: Option<Instant>,
+    /// When a datagram last came from the peer.
+    last_heard: Option<Instant>,
+    /// When [`Peer::sa`] was established.
+    sa_up_at: Option<Instant>,
 }
 
 impl Peer {
@@ -565,6 +572,8 @@ impl Daemon {
                 last_error: None,
                 claim_only: true,
                 reauth_at: None,
+                last_heard: None,
+                sa_up_at: None,
             },
         );
         info!(peer = %m.name, addresses = %join(&m.addresses), "peer added");
@@ -875,7 +884,17 @@ impl Daemon {
             let rng = &mut self.rng;
             if due(p.next_connect) {
                 p.next_connect = None;
-                if p.sa.is_none() {
+                let heard = p
+                    .last_heard
+                    .is_some_and(|t| now.saturating_duration_since(t) < RESPONDER_GRACE);
+                if p.sa.is_none()
+                    && heard
+                    && p.adopted.is_empty()
+                    && self.me.name.as_str() > name.as_str()
+                {
+                    // The initiator's exchange is under way: give it time before ours.
+                    p.next_connect = Some(now + RESPONDER_GRACE);
+                } else if p.sa.is_none() {
                     let h = self.ep.connect(
                         now,
                         p.ike.clone(),
@@ -1010,22 +1029,28 @@ impl Daemon {
     }
 
     fn on_datagram(&mut self, now: Instant, bytes: &[u8], from: SocketAddr) {
+        if let Some(p) = self.peer_by_addr(from.ip()) {
+            p.last_heard = Some(now);
+        }
         self.ep.handle(now, from, bytes, &mut self.rng);
     }
 
     // ---- IKE events ----
 
-    /// Which of two IKE SAs with one peer both ends keep: the one claimed as the only
-    /// SA (a restarted or re-authenticating initiator), else the one the preferred
-    /// initiator (the lower name) made, else the newer one (`new`).
+    /// Which of two IKE SAs with one peer both ends keep, by what both ends see alike:
+    /// a new SA claimed as the only one (`INITIAL_CONTACT`: a restart or a
+    /// re-authentication) replaces the old one, unless the old one made that claim too
+    /// and is itself only [`SIMULTANEOUS`] old (both ends started at once); then the one
+    /// the preferred initiator (the lower name) made; else the newer one.
     fn resolve_duplicate(
         &self,
         name: &str,
         old: SaHandle,
         new: SaHandle,
-        new_fresh: bool,
+        old_age: Duration,
     ) -> SaHandle {
-        if new_fresh {
+        let claims = |h: SaHandle| self.ep.sa(h).is_some_and(ike::sa::IkeSa::initial_contact);
+        if claims(new) && !(claims(old) && old_age < SIMULTANEOUS) {
             return new;
         }
         let preferred = |h: SaHandle| {
@@ -1061,14 +1086,15 @@ impl Daemon {
         };
         let jitter = self.cfg.ike.jitter;
         let child_rekey = self.cfg.ike.child_rekey;
+        let rekeyed = matches!(event, Event::ChildRekeyed { .. });
         match event {
             Event::IkeUp { .. } => {
                 let Some(p) = self.peers.get(&name) else { return };
-                // Both ends see the same INITIAL_CONTACT, so both keep the same SA.
-                let fresh = self.ep.sa(h).is_some_and(ike::sa::IkeSa::initial_contact);
                 let mut keep = h;
                 if let Some(old) = p.sa.filter(|o| *o != h && p.state == IkeState::Established) {
-                    keep = self.resolve_duplicate(&name, old, h, fresh);
+                    let old_age =
+                        p.sa_up_at.map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+                    keep = self.resolve_duplicate(&name, old, h, old_age);
                     let drop = if keep == h { old } else { h };
                     info!(peer = %name, "two IKE SAs with the peer; deleting one");
                     let rng = &mut self.rng;
@@ -1084,6 +1110,7 @@ impl Daemon {
                     debug!(peer = %name, ?old, "peer's IKE SA came up while ours was connecting");
                 }
                 p.sa = Some(h);
+                p.sa_up_at = Some(now);
                 p.state = IkeState::Established;
                 p.claim_only = false;
                 p.backoff = Duration::from_secs(1);
@@ -1101,7 +1128,7 @@ impl Daemon {
                 self.announce(now, &name);
             }
             Event::ChildUp(c) | Event::ChildRekeyed { child: c, .. } => {
-                self.child_up(now, &name, h, &c);
+                self.child_up(now, &name, h, &c, rekeyed);
                 if let Some(p) = self.peers.get_mut(&name) {
                     p.child_rekey_at = Some(now + jittered(child_rekey, jitter));
                 }
@@ -1153,7 +1180,7 @@ impl Daemon {
         }
     }
 
-    fn child_up(&mut self, now: Instant, name: &str, h: SaHandle, c: &ChildSa) {
+    fn child_up(&mut self, now: Instant, name: &str, h: SaHandle, c: &ChildSa, rekeyed: bool) {
         let rekey_seconds = self.cfg.ike.child_rekey.as_secs();
         let Some(p) = self.peers.get_mut(name) else { return };
         let pair = Pair { local: p.local, remote: p.remote, spi_in: c.spi_in, spi_out: c.spi_out };
@@ -1181,7 +1208,7 @@ impl Daemon {
                 }
             }
         }
-        if !p.children.is_empty() || !p.adopted.is_empty() {
+        if rekeyed {
             p.last_rekey = Some(unix_now());
         }
         p.children.push(Child { pair, sa: h, installed, pending_out });
