@@ -349,3 +349,75 @@ fn ca_rotation_at_require_driven_by_meshctl_fails_no_connection() {
         println!("{show}");
     });
 }
+
+#[test]
+fn on_demand_peers_get_an_sa_when_traffic_asks_for_one() {
+    vm_test(|| {
+        let ike = "retransmit_base = \"1s\"\nliveness = \"5s\"\non_demand = true\n".to_owned();
+        let mut m = Mesh::new(3, Options { level: "use", ike, ..Options::default() });
+        m.start_all();
+        std::thread::sleep(Duration::from_secs(5));
+        for i in 0..3 {
+            let s = m.status(i);
+            assert!(
+                s.peers.iter().all(|p| p.ike == "down" && p.child.is_none()),
+                "an SA without traffic: {s:?}"
+            );
+        }
+        // Traffic from node-1 to node-2 only: at `use` the first datagrams go in the
+        // clear while the kernel's ACQUIRE brings the SA up.
+        m.host(0)
+            .udp_to(m.host(1), false, 7777, 3, b"wake-up", Duration::from_millis(100))
+            .unwrap();
+        m.wait_converged(&[0, 1], "use", CONVERGE);
+        let cap = m.host(0).capture("eth0", "esp or udp port 7777").unwrap();
+        let got = m
+            .host(0)
+            .udp_to(m.host(1), false, 7777, 3, b"on-demand", Duration::from_millis(20))
+            .unwrap();
+        let frames = cap.stop().unwrap();
+        assert_eq!(got, 3);
+        assert!(frames.iter().any(ikemesh_testbed::Frame::is_esp), "no ESP once the SA is up");
+        assert!(!frames.iter().any(|f| f.contains(b"on-demand")), "plaintext once the SA is up");
+        // node-3 carried no traffic: still no SA with it.
+        let s = m.status(2);
+        assert!(s.peers.iter().all(|p| p.ike == "down"), "node-3 got SAs without traffic: {s:?}");
+    });
+}
+
+#[test]
+fn sigterm_leaves_kernel_state_by_default_and_flushes_when_configured() {
+    vm_test(|| {
+        let daemon = vec![String::new(), "on_stop = \"flush\"\n".to_owned()];
+        let mut m = Mesh::new(2, Options { level: "require", daemon, ..Options::default() });
+        m.start_all();
+        m.wait_converged(&[0, 1], "require", CONVERGE);
+        let child = m.peer(0, 1).and_then(|p| p.child).expect("a child SA");
+        // node-2 flushes: no SA, policy or pinhole table of ours is left.
+        m.stop(1);
+        let x = xfrm(&m, 1);
+        assert!(!x.contains("proto esp"), "SAs left after a flushing stop:\n{x}");
+        assert!(
+            !x.contains(&m.nodes[0].addr.to_string()),
+            "policies left after a flushing stop:\n{x}"
+        );
+        assert!(
+            m.host(1).run(&["nft", "list", "table", "inet", "ikemesh"]).is_err(),
+            "pinhole table left"
+        );
+        assert!(m.log(1).contains("our SAs and policies removed"), "{}", m.log(1));
+        // node-1 keeps: its SAs and policies stay for a restart to adopt.
+        m.stop(0);
+        let x = xfrm(&m, 0);
+        for spi in [child.spi_in, child.spi_out] {
+            assert!(
+                x.contains(&format!("spi {spi:#010x}")),
+                "SA {spi:#010x} gone after a keeping stop:\n{x}"
+            );
+        }
+        assert!(
+            m.host(0).run(&["nft", "list", "table", "inet", "ikemesh"]).is_ok(),
+            "pinhole table gone"
+        );
+    });
+}

@@ -32,6 +32,8 @@ pub struct Options {
     /// How many of the hosts are members in the configs (the rest are outsiders or
     /// join later); `None` for all.
     pub members: Option<usize>,
+    /// Extra TOML for the `[daemon]` table, per node (index: node).
+    pub daemon: Vec<String>,
 }
 
 impl Default for Options {
@@ -42,6 +44,7 @@ impl Default for Options {
             ike: "retransmit_base = \"1s\"\nliveness = \"5s\"\n".into(),
             extra: String::new(),
             members: None,
+            daemon: Vec::new(),
         }
     }
 }
@@ -174,7 +177,7 @@ impl Mesh {
         let d = self.dir.path();
         let mut s = format!(
             "[node]\nname = \"{}\"\naddresses = [\"{}\"]\n\n[pki]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
-             [spa]\nsecret = \"{}\"\n\n[ike]\n{}\n[daemon]\nstate_dir = \"{}\"\ncontrol_socket = \"{}\"\n\n\
+             [spa]\nsecret = \"{}\"\n\n[ike]\n{}\n[daemon]\nstate_dir = \"{}\"\ncontrol_socket = \"{}\"\n{}\n\
              [mesh]\nlevel = \"{}\"\n",
             node.name,
             node.addr,
@@ -185,6 +188,7 @@ impl Mesh {
             self.options.ike,
             path(&node.dir.join("state")),
             path(&node.socket()),
+            self.options.daemon.get(i).map_or("", String::as_str),
             self.options.level,
         );
         for m in self.nodes.iter().take(self.member_count()) {

@@ -90,7 +90,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Plain text whatever features another crate turns on for tracing-subscriber: the
+    // lines are read by people and by the tests.
     tracing_subscriber::fmt()
+        .with_ansi(false)
         .with_writer(std::io::stderr)
         .with_max_level(if args.debug { tracing::Level::DEBUG } else { tracing::Level::INFO })
         .init();
