@@ -718,10 +718,10 @@ impl Daemon {
     }
 
     /// Runs the rollout machine; applies and announces what moved.
-    fn step_rollout(&mut self, now: Instant) {
+    fn step_rollout(&mut self, now: Instant) -> Vec<rollout::Change> {
         let changes = self.rollout.step();
         if changes.is_empty() {
-            return;
+            return changes;
         }
         for c in &changes {
             info!(peer = %c.peer, from = %c.from, to = %c.to, "rollout level changed");
@@ -731,6 +731,7 @@ impl Daemon {
             self.announce(now, &c.peer);
         }
         self.save();
+        changes
     }
 
     /// Tells the peer our current level towards it (a private-use Notify).
@@ -1526,10 +1527,12 @@ impl Daemon {
             return Response::Ok { reply: Reply::Done { changes } };
         }
         self.rollout = next;
-        let moves = self.rollout.clone().step();
-        self.apply_policies();
-        self.save();
-        self.step_rollout(now);
+        let moves = self.step_rollout(now);
+        if moves.is_empty() {
+            // The target alone can change the network-wide policies.
+            self.apply_policies();
+            self.save();
+        }
         let mut changes = vec![format!("set {what}")];
         changes
             .extend(moves.iter().map(|c| format!("moved {} from {} to {}", c.peer, c.from, c.to)));
