@@ -237,10 +237,22 @@ pub enum CaCommand {
         lifetime: Option<Duration>,
     },
     /// Makes a node key (Ed25519) and its certificate, for nodes that do not enroll.
+    ///
+    /// From a CA directory (--dir), or straight from the CA's certificate and key
+    /// (--ca-cert and --ca-key) where a deployment tool's secret store holds the CA (the
+    /// BOSH job's pre-start): such a certificate is recorded nowhere, lasts 30 days
+    /// unless --lifetime says otherwise, and is revoked by serial or key, not by name.
+    #[command(group(ArgGroup::new("ca").required(true).args(["dir", "ca_cert"])))]
     Issue {
         /// The CA directory.
         #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
+        dir: Option<PathBuf>,
+        /// The CA's certificate, PEM (or a bundle that holds it), instead of --dir.
+        #[arg(long, value_name = "PEM", requires = "ca_key")]
+        ca_cert: Option<PathBuf>,
+        /// The CA's private key, PEM, mode 0600 (with --ca-cert).
+        #[arg(long, value_name = "PEM", requires = "ca_cert")]
+        ca_key: Option<PathBuf>,
         /// The node's name.
         #[arg(long, value_name = "NODE")]
         name: String,

@@ -541,6 +541,129 @@ impl Drop for Served {
 }
 
 #[test]
+fn ca_issue_straight_from_the_ca_s_certificate_and_key_files() {
+    // The BOSH job's pre-start: the CA's certificate and key come from the deployment's
+    // secret store, with no CA directory.
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca");
+    let path = |name: &str| tmp.path().join(name).to_str().unwrap().to_owned();
+    ok(&meshctl(&["ca", "init", "--dir", ca.to_str().unwrap(), "--mesh", "fleet"]));
+    let (ca_cert, ca_key) = (ca.join("ca-1.pem"), ca.join("ca-1.key"));
+    let (ca_cert, ca_key) = (ca_cert.to_str().unwrap(), ca_key.to_str().unwrap());
+    let issue = ["ca", "issue", "--ca-cert", ca_cert, "--ca-key", ca_key, "--name", "Node-7"];
+    let out = ok(&meshctl(
+        &[
+            &issue[..],
+            &["--ip", "10.0.0.7", "--key-out", &path("7.key"), "--cert-out", &path("7.pem")],
+        ]
+        .concat(),
+    ));
+    assert!(out.contains("'node-7'"), "{out}");
+    // It verifies against the CA's bundle as the node it names, with the mesh's name.
+    let chain = ca::keys::load_cert_chain(Path::new(&path("7.pem"))).unwrap();
+    let id = ca::keys::ike_id(&chain[0]).unwrap();
+    assert_eq!(id.data, b"node-7");
+    let bundle = ca::TrustBundle::load(&ca.join("bundle.pem")).unwrap();
+    ca::CertVerifier::new(bundle).verify(&id, &chain).unwrap();
+    ca::PrivateKey::load(Path::new(&path("7.key"))).unwrap().check_matches(&chain[0]).unwrap();
+    let (_, parsed) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+    let org = parsed.subject().iter_organization().next().unwrap().as_str().unwrap().to_owned();
+    assert_eq!(org, "fleet");
+    // 30 days by default, not the CA directory's day: it is renewed only by re-issuing.
+    let not_after = chain_not_after(&chain[0]);
+    let days = (not_after - now()) / 86_400;
+    assert!((29..=30).contains(&days), "lifetime {days} days");
+    // Nothing recorded in the CA directory.
+    let show: serde_json::Value = serde_json::from_str(&ok(&meshctl(&[
+        "ca",
+        "show",
+        "--dir",
+        ca.to_str().unwrap(),
+        "-o",
+        "json",
+    ])))
+    .unwrap();
+    assert_eq!(show["issued_total"], 0);
+
+    // The bundle works as --ca-cert too: the certificate of the key is picked from it.
+    ok(&meshctl(&[
+        "ca",
+        "issue",
+        "--ca-cert",
+        ca.join("bundle.pem").to_str().unwrap(),
+        "--ca-key",
+        ca_key,
+        "--name",
+        "node-8",
+        "--key-out",
+        &path("8.key"),
+        "--cert-out",
+        &path("8.pem"),
+    ]));
+    // Refusals, one line each, nothing written: a certificate that is not the key's, a
+    // key looser than 0600, --ca-cert without --ca-key, both --dir and --ca-cert.
+    let other = |ca_cert: &str, ca_key: &str| {
+        meshctl(&[
+            "ca",
+            "issue",
+            "--ca-cert",
+            ca_cert,
+            "--ca-key",
+            ca_key,
+            "--name",
+            "node-9",
+            "--key-out",
+            &path("9.key"),
+            "--cert-out",
+            &path("9.pem"),
+        ])
+    };
+    let err = failed(&other(&path("7.pem"), ca_key));
+    assert!(err.contains("no certificate in it is the certificate of"), "{err}");
+    std::fs::set_permissions(ca_key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let err = failed(&other(ca_cert, ca_key));
+    assert!(err.contains("looser than 0600"), "{err}");
+    std::fs::set_permissions(ca_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = meshctl(&[
+        "ca",
+        "issue",
+        "--ca-cert",
+        ca_cert,
+        "--name",
+        "n",
+        "--key-out",
+        "k",
+        "--cert-out",
+        "c",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = meshctl(&[
+        "ca",
+        "issue",
+        "--dir",
+        ca.to_str().unwrap(),
+        "--ca-cert",
+        ca_cert,
+        "--ca-key",
+        ca_key,
+        "--name",
+        "n",
+        "--key-out",
+        "k",
+        "--cert-out",
+        "c",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!Path::new(&path("9.key")).exists() && !Path::new(&path("9.pem")).exists());
+}
+
+/// A certificate's notAfter, in seconds since the epoch.
+fn chain_not_after(der: &[u8]) -> u64 {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    u64::try_from(cert.validity().not_after.timestamp()).unwrap()
+}
+
+#[test]
 fn enroll_end_to_end_against_ca_serve() {
     let tmp = tempfile::tempdir().unwrap();
     let ca = tmp.path().join("ca");

@@ -442,23 +442,13 @@ impl Authority {
                     break serial;
                 }
             };
-            let mut params = CertificateParams::default();
-            params.distinguished_name = DistinguishedName::new();
-            params.distinguished_name.push(DnType::CommonName, name.as_str());
-            params.distinguished_name.push(DnType::OrganizationName, state.mesh.as_str());
-            params.subject_alt_names.push(SanType::DnsName(name.as_str().try_into().map_err(
-                |e| AuthorityError::BadName { name: name.clone(), detail: format!("{e}") },
-            )?));
-            params.subject_alt_names.extend(options.ips.iter().copied().map(SanType::IpAddress));
-            params.is_ca = IsCa::ExplicitNoCa;
-            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-            params.use_authority_key_identifier_extension = true;
-            params.serial_number = Some(SerialNumber::from_slice(&serial));
-            params.not_before = x509::system_time(not_before).into();
-            params.not_after = x509::system_time(not_after).into();
-            let cert = params
-                .signed_by(&public_key, &ca.issuer)
-                .map_err(|e| AuthorityError::Crypto(format!("signing the certificate: {e}")))?;
+            let cert = sign_node_cert(
+                &NodeCert { name: &name, mesh: &state.mesh, ips: &options.ips },
+                &serial,
+                (not_before, not_after),
+                &public_key,
+                &ca.issuer,
+            )?;
             let serial = store::hex(&serial);
             state.issued.push(IssuedEntry {
                 serial: serial.clone(),
@@ -950,6 +940,122 @@ pub fn add_crls(
 }
 
 /// Reads a CA key, refusing one readable by others.
+/// What a node certificate says about its node.
+struct NodeCert<'a> {
+    name: &'a str,
+    mesh: &'a str,
+    ips: &'a [IpAddr],
+}
+
+/// Signs a node certificate: CN and the dNSName SAN are the node's name, O the mesh's,
+/// then the iPAddress SANs; not a CA; digitalSignature only.
+fn sign_node_cert(
+    node: &NodeCert<'_>,
+    serial: &[u8],
+    (not_before, not_after): (i64, i64),
+    public_key: &rcgen::SubjectPublicKeyInfo,
+    issuer: &rcgen::Issuer<'_, SecretKey>,
+) -> Result<rcgen::Certificate, AuthorityError> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, node.name);
+    params.distinguished_name.push(DnType::OrganizationName, node.mesh);
+    params.subject_alt_names.push(SanType::DnsName(node.name.try_into().map_err(|e| {
+        AuthorityError::BadName { name: node.name.to_owned(), detail: format!("{e}") }
+    })?));
+    params.subject_alt_names.extend(node.ips.iter().copied().map(SanType::IpAddress));
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(SerialNumber::from_slice(serial));
+    params.not_before = x509::system_time(not_before).into();
+    params.not_after = x509::system_time(not_after).into();
+    params
+        .signed_by(public_key, issuer)
+        .map_err(|e| AuthorityError::Crypto(format!("signing the certificate: {e}")))
+}
+
+/// The lifetime of a certificate from [`issue_detached`] when none is asked for: such a
+/// certificate is renewed only by issuing it again (a BOSH job does at every start), so
+/// the CA directory's default of a day would be too short.
+pub const DETACHED_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+
+/// Issues a node certificate for `name` to the key of `csr_der` straight from a CA
+/// certificate (`ca_cert`, PEM: the CA's certificate, or a bundle holding it) and the
+/// CA's key (`ca_key`, PEM, mode 0600), with no CA directory.
+///
+/// This is for deployment tools whose secret store keeps the CA: a BOSH job's
+/// pre-start issues its own instance's certificate this way at every start, as the
+/// racoon job of SAP's ipsec-release did. Nothing is recorded: such a certificate is
+/// not in any CA directory's state, so it is revoked by its key or serial, not by name.
+/// The certificate's O is the CA's own O (the mesh name `meshctl ca init` put there);
+/// its lifetime is `options.lifetime` or [`DETACHED_LIFETIME`], capped by the CA's.
+///
+/// # Errors
+/// A file that cannot be read, a key looser than 0600, no certificate in `ca_cert` for
+/// that key, a certificate that is not a CA or not valid now, a bad request or name.
+pub fn issue_detached(
+    ca_cert: &Path,
+    ca_key: &Path,
+    name: &str,
+    csr_der: &[u8],
+    options: &IssueOptions,
+) -> Result<Issued, AuthorityError> {
+    let name = check_node_name(name)?;
+    let lifetime = options.lifetime.unwrap_or(DETACHED_LIFETIME);
+    check_lifetime(lifetime)?;
+    let key = load_key(ca_key)?;
+    let pem = fs::read(ca_cert).map_err(io_error(ca_cert))?;
+    let bad_cert = |detail: String| AuthorityError::BadOptions(format!(
+        "{}: {detail}",
+        ca_cert.display()
+    ));
+    let blocks = x509::der_blocks(&pem, "CERTIFICATE").map_err(bad_cert)?;
+    let der = blocks
+        .into_iter()
+        .find(|der| x509::parse_cert(der).is_ok_and(|c| c.public_key().raw == key.spki().as_slice()))
+        .ok_or_else(|| {
+            bad_cert(format!("no certificate in it is the certificate of {}", ca_key.display()))
+        })?;
+    let cert = x509::parse_cert(&der).map_err(bad_cert)?;
+    if !cert.is_ca() {
+        return Err(bad_cert("the certificate is not a CA certificate".into()));
+    }
+    let now = x509::unix_seconds(SystemTime::now());
+    let (ca_from, ca_until) =
+        (cert.validity().not_before.timestamp(), cert.validity().not_after.timestamp());
+    if now < ca_from || now >= ca_until {
+        return Err(bad_cert("the CA certificate is not valid now".into()));
+    }
+    let mesh = cert
+        .subject()
+        .iter_organization()
+        .next()
+        .and_then(|o| o.as_str().ok())
+        .unwrap_or("ikemesh")
+        .to_owned();
+    let spki = csr_public_key(csr_der)?;
+    let public_key = rcgen::SubjectPublicKeyInfo::from_der(&spki)
+        .map_err(|e| AuthorityError::BadRequest(format!("unsupported public key ({e})")))?;
+    let issuer = rcgen::Issuer::from_ca_cert_der(&der.as_slice().into(), key)
+        .map_err(|e| bad_cert(e.to_string()))?;
+    let serial = random_serial()?;
+    let not_before = now - secs(BACKDATE);
+    let not_after = now.saturating_add(secs(lifetime)).min(ca_until);
+    let cert = sign_node_cert(
+        &NodeCert { name: &name, mesh: &mesh, ips: &options.ips },
+        &serial,
+        (not_before, not_after),
+        &public_key,
+        &issuer,
+    )?;
+    Ok(Issued {
+        cert_pem: cert.pem(),
+        serial: store::hex(&serial),
+        not_after: x509::system_time(not_after),
+    })
+}
+
 fn load_key(path: &Path) -> Result<SecretKey, AuthorityError> {
     let mut file = fs::File::open(path).map_err(io_error(path))?;
     let meta = file.metadata().map_err(io_error(path))?;

@@ -53,18 +53,22 @@ pub(super) fn run(command: &CaCommand, output: Output, out: &mut dyn Write) -> R
                 .map_err(|e| Failure::new(format!("cannot read {}: {e}", csr.display())))?;
             let der = files::pem_or_der(&data, &["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"])
                 .map_err(|e| Failure::new(format!("{}: {e}", csr.display())))?;
-            issue(&authority, name, &der, ips, *lifetime, None, cert_out, out)
+            issue(&IssueFrom::Dir(authority), name, &der, ips, *lifetime, None, cert_out, out)
         }
-        CaCommand::Issue { dir, name, key_out, cert_out, ips, lifetime } => {
+        CaCommand::Issue { dir, ca_cert, ca_key, name, key_out, cert_out, ips, lifetime } => {
             if key_out == cert_out {
                 return Err(Failure::new("give different files to --key-out and --cert-out"));
             }
             files::check_absent(key_out).map_err(Failure::new)?;
             files::check_absent(cert_out).map_err(Failure::new)?;
-            let authority = open(dir)?;
+            let from = match (dir, ca_cert, ca_key) {
+                (Some(dir), _, _) => IssueFrom::Dir(open(dir)?),
+                (None, Some(cert), Some(key)) => IssueFrom::Files(cert, key),
+                _ => return Err(Failure::new("give --dir, or --ca-cert with --ca-key")),
+            };
             let key = generate_node_key(Algorithm::Ed25519).map_err(Failure::new)?;
             let csr = make_csr(name, key.pem()).map_err(Failure::new)?;
-            issue(&authority, name, &csr, ips, *lifetime, Some((key_out, key.pem())), cert_out, out)
+            issue(&from, name, &csr, ips, *lifetime, Some((key_out, key.pem())), cert_out, out)
         }
         CaCommand::Revoke { dir, name, serial } => {
             revoke(dir, name.as_deref(), serial.as_deref(), out)
@@ -222,8 +226,16 @@ fn current_pin(authority: &Authority) -> Result<CaPin, Failure> {
 
 /// Issues for `csr`, writes the key (if one was made here) and the certificate, says so.
 #[allow(clippy::too_many_arguments)]
+/// Where a certificate is issued from.
+enum IssueFrom<'a> {
+    /// A CA directory, which records what it issues.
+    Dir(Authority),
+    /// The CA's certificate and key files, recording nothing.
+    Files(&'a Path, &'a Path),
+}
+
 fn issue(
-    authority: &Authority,
+    from: &IssueFrom<'_>,
     name: &str,
     csr: &[u8],
     ips: &[IpAddr],
@@ -233,7 +245,13 @@ fn issue(
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
     let options = IssueOptions { ips: ips.to_vec(), lifetime };
-    let issued = authority.issue_with(name, csr, &options).map_err(Failure::new)?;
+    let issued = match from {
+        IssueFrom::Dir(authority) => authority.issue_with(name, csr, &options),
+        IssueFrom::Files(cert, key) => {
+            ca::authority::issue_detached(cert, key, name, csr, &options)
+        }
+    }
+    .map_err(Failure::new)?;
     if let Some((key_out, pem)) = key {
         files::write_new(key_out, pem.as_bytes(), 0o600).map_err(Failure::new)?;
         writeln!(out, "wrote the private key to {} (mode 0600)", key_out.display())?;
