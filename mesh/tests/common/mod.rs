@@ -351,6 +351,16 @@ impl Drop for Mesh {
         for i in 0..self.procs.len() {
             self.stop(i);
         }
+        // A failed test shows what the daemons said: their logs go when the tempdir does.
+        if std::thread::panicking() {
+            for i in 0..self.nodes.len() {
+                println!(
+                    "--- {} log (last 150 lines):\n{}",
+                    self.nodes[i].name,
+                    tail(&self.log(i), 150)
+                );
+            }
+        }
     }
 }
 
@@ -452,6 +462,7 @@ impl UdpLoop {
                 tally.sent += 1;
                 let msg = seq.to_be_bytes();
                 let mut ok = false;
+                let first = std::time::SystemTime::now();
                 'tries: for _ in 0..6 {
                     let _ = sock.send_to(&msg, dst);
                     let deadline = Instant::now() + Duration::from_millis(500);
@@ -469,7 +480,10 @@ impl UdpLoop {
                 if ok {
                     tally.answered += 1;
                 } else {
-                    tally.failures.push(format!("request {seq} unanswered after 6 tries"));
+                    tally.failures.push(format!(
+                        "request {seq} unanswered after 6 tries from {}",
+                        humantime::format_rfc3339_millis(first)
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
