@@ -213,6 +213,9 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<(), String> {
     rt.block_on(async move {
         let (tx, mut rx) = mpsc::channel::<Input>(1024);
         let mut daemon = Daemon::start(cfg, config_path, &tx).await?;
+        // Under systemd (Type=notify): started means sockets bound and the kernel
+        // reconciled. Not under systemd, this does nothing.
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         daemon.event_loop(&mut rx).await
     })
 }
@@ -750,10 +753,26 @@ impl Daemon {
     // ---- the loop ----
 
     async fn event_loop(&mut self, rx: &mut mpsc::Receiver<Input>) -> Result<(), String> {
+        // systemd's WatchdogSec: the loop itself says it is alive, at half the interval,
+        // so a loop that hangs gets the daemon restarted.
+        let mut usec = 0;
+        let watchdog = sd_notify::watchdog_enabled(false, &mut usec)
+            .then(|| Duration::from_micros(usec) / 2)
+            .filter(|d| !d.is_zero());
+        let mut watchdog_at = Instant::now();
         loop {
             let now = Instant::now();
+            if let Some(every) = watchdog
+                && now >= watchdog_at
+            {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                watchdog_at = now + every;
+            }
             self.pump(now).await;
-            let wake = self.next_wake().unwrap_or(now + Duration::from_secs(1));
+            let mut wake = self.next_wake().unwrap_or(now + Duration::from_secs(1));
+            if watchdog.is_some() {
+                wake = wake.min(watchdog_at);
+            }
             let input = tokio::select! {
                 i = rx.recv() => i,
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => continue,
@@ -781,6 +800,7 @@ impl Daemon {
     }
 
     fn stop(&mut self) {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         match self.cfg.daemon.on_stop {
             OnStop::Keep => {
                 self.save();
