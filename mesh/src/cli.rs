@@ -7,7 +7,21 @@ use std::time::Duration;
 
 /// `meshd`: the ikemesh daemon, one per node.
 #[derive(Debug, Parser)]
-#[command(name = "meshd", version, about = "The ikemesh IPsec mesh daemon")]
+#[command(
+    name = "meshd",
+    version,
+    about = "The ikemesh IPsec mesh daemon",
+    long_about = "The ikemesh IPsec mesh daemon, one per node: it keeps transport-mode ESP \
+security associations with every member of the mesh through the kernel's XFRM layer, \
+authenticated with certificates from the mesh's CA, behind Single Packet Authorization.\n\n\
+The configuration (default /etc/ikemesh/meshd.toml) is checked at start; --check-config \
+prints one line per problem. SIGHUP (or `meshctl reload`) re-reads the members, the trust \
+bundle, the CRL, the certificate and key, and the mesh level. SIGTERM stops; by default \
+(daemon.on_stop = \"keep\") the SAs and policies stay in the kernel and the next start \
+adopts them. State lives in /var/lib/ikemesh, the control socket is \
+/run/ikemesh/meshd.sock, and logs go to the journal under systemd, to stdout otherwise. \
+See meshctl(1)."
+)]
 pub struct MeshdArgs {
     /// The configuration file.
     #[arg(long, short = 'c', env = "IKEMESH_CONFIG", default_value = crate::config::DEFAULT_PATH)]
@@ -142,7 +156,8 @@ pub enum MeshctlCommand {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Prints the man page (roff), or writes one page per command into a directory.
+    /// Prints the man page (roff), or writes one page per command, and meshd's, into a
+    /// directory.
     Man {
         /// Write meshctl.1 and a page per subcommand into this directory instead.
         #[arg(long, value_name = "DIR")]

@@ -224,8 +224,6 @@ fn current_pin(authority: &Authority) -> Result<CaPin, Failure> {
     CaPin::of_cert_pem(bundle.as_bytes()).map_err(Failure::new)
 }
 
-/// Issues for `csr`, writes the key (if one was made here) and the certificate, says so.
-#[allow(clippy::too_many_arguments)]
 /// Where a certificate is issued from.
 enum IssueFrom<'a> {
     /// A CA directory, which records what it issues.
@@ -234,6 +232,8 @@ enum IssueFrom<'a> {
     Files(&'a Path, &'a Path),
 }
 
+/// Issues for `csr`, writes the key (if one was made here) and the certificate, says so.
+#[allow(clippy::too_many_arguments)]
 fn issue(
     from: &IssueFrom<'_>,
     name: &str,

@@ -120,9 +120,14 @@ fn dispatch(args: &MeshctlArgs, out: &mut dyn Write) -> Result<(), Failure> {
             Ok(())
         }
         MeshctlCommand::Man { out_dir: Some(dir) } => {
-            clap_mangen::generate_to(MeshctlArgs::command(), dir).map_err(|e| {
+            // meshctl's pages (one per subcommand) and meshd's, for packagers.
+            let failed = |e: std::io::Error| {
                 Failure::new(format!("cannot write the man pages to {}: {e}", dir.display()))
-            })
+            };
+            clap_mangen::generate_to(MeshctlArgs::command(), dir).map_err(failed)?;
+            clap_mangen::generate_to(crate::cli::MeshdArgs::command(), dir).map_err(failed)?;
+            writeln!(out, "wrote the man pages of meshctl and meshd to {}", dir.display())?;
+            Ok(())
         }
     }
 }
