@@ -584,6 +584,30 @@ fn ca_issue_straight_from_the_ca_s_certificate_and_key_files() {
     ])))
     .unwrap();
     assert_eq!(show["issued_total"], 0);
+}
+
+#[test]
+fn ca_issue_from_files_takes_the_bundle_and_refuses_what_does_not_fit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca");
+    let path = |name: &str| tmp.path().join(name).to_str().unwrap().to_owned();
+    ok(&meshctl(&["ca", "init", "--dir", ca.to_str().unwrap(), "--mesh", "fleet"]));
+    let (ca_cert, ca_key) = (ca.join("ca-1.pem"), ca.join("ca-1.key"));
+    let (ca_cert, ca_key) = (ca_cert.to_str().unwrap(), ca_key.to_str().unwrap());
+    ok(&meshctl(&[
+        "ca",
+        "issue",
+        "--ca-cert",
+        ca_cert,
+        "--ca-key",
+        ca_key,
+        "--name",
+        "node-7",
+        "--key-out",
+        &path("7.key"),
+        "--cert-out",
+        &path("7.pem"),
+    ]));
 
     // The bundle works as --ca-cert too: the certificate of the key is picked from it.
     ok(&meshctl(&[

@@ -352,6 +352,8 @@ impl Drop for Mesh {
             self.stop(i);
         }
         // A failed test shows what the daemons said: their logs go when the tempdir does.
+        // (stdout: in the VM it is what reaches the host's test output.)
+        #[allow(clippy::print_stdout)]
         if std::thread::panicking() {
             for i in 0..self.nodes.len() {
                 println!(
