@@ -71,6 +71,11 @@ pub const INBOUND_LINGER: Duration = Duration::from_secs(5);
 /// old, were made at once (both ends started together): see [`Daemon::resolve_duplicate`].
 pub const SIMULTANEOUS: Duration = Duration::from_secs(10);
 
+/// How far apart the two ends' readings of one IKE SA's age may be (the time an
+/// `IKE_AUTH` takes between them, retransmissions included): within this of
+/// [`SIMULTANEOUS`], only one end settles a duplicate.
+pub const AGE_SKEW: Duration = Duration::from_secs(5);
+
 /// The operating system's randomness, for the IKE state machines.
 struct OsRandom;
 
@@ -202,6 +207,33 @@ impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Daemon").field("me", &self.me.name).finish_non_exhaustive()
     }
+}
+
+/// `meshd --flush`: takes every SA and policy of ours and our nftables table out of the
+/// kernel, with no daemon running (a running one would put them back; `control_socket`
+/// answering means one is). For a node leaving for good, such as the package's removal:
+/// a daemon stopped with `on_stop = "keep"` leaves its entries, which are no use without
+/// it. Says what it removed.
+///
+/// # Errors
+/// A daemon answering on `control_socket`, or the kernel refusing.
+pub fn flush_kernel(control_socket: &Path) -> Result<String, String> {
+    if std::os::unix::net::UnixStream::connect(control_socket).is_ok() {
+        return Err(format!(
+            "meshd is running (it answers on {}); stop it first",
+            control_socket.display()
+        ));
+    }
+    let mut kernel = Kernel::open()?;
+    let flushed = kernel.flush()?;
+    let table = policy::PinholeConfig::default().table;
+    Pinholes::new(policy::PinholeConfig::default())
+        .and_then(|p| p.remove())
+        .map_err(|e| format!("nftables table {table}: {e}"))?;
+    Ok(format!(
+        "removed {} SAs and {} policies of ours, and the nftables table {table}",
+        flushed.sas, flushed.policies
+    ))
 }
 
 /// Runs the daemon with a loaded, checked configuration until SIGTERM or SIGINT.
@@ -1063,25 +1095,32 @@ impl Daemon {
     /// re-authentication) replaces the old one, unless the old one made that claim too
     /// and is itself only [`SIMULTANEOUS`] old (both ends started at once); then the one
     /// the preferred initiator (the lower name) made; else the newer one.
+    ///
+    /// Also says whether the choice hung on the old SA's age being near [`SIMULTANEOUS`]:
+    /// each end reads that age on its own clock, so there the two ends may choose
+    /// differently, and only the end that settles duplicates acts on it.
     fn resolve_duplicate(
         &self,
         name: &str,
         old: SaHandle,
         new: SaHandle,
         old_age: Duration,
-    ) -> SaHandle {
+    ) -> (SaHandle, bool) {
         let claims = |h: SaHandle| self.ep.sa(h).is_some_and(ike::sa::IkeSa::initial_contact);
+        let near = old_age.abs_diff(SIMULTANEOUS) < AGE_SKEW;
+        let ambiguous = claims(new) && claims(old) && near;
         if claims(new) && !(claims(old) && old_age < SIMULTANEOUS) {
-            return new;
+            return (new, ambiguous);
         }
         let preferred = |h: SaHandle| {
             let we_initiated = self.ep.sa(h).is_some_and(|s| s.role() == Role::Initiator);
             we_initiated == (self.me.name.as_str() < name)
         };
-        match (preferred(old), preferred(new)) {
+        let keep = match (preferred(old), preferred(new)) {
             (true, false) => old,
             _ => new,
-        }
+        };
+        (keep, ambiguous)
     }
 
     #[allow(clippy::too_many_lines)] // one arm per event, each short
@@ -1115,11 +1154,21 @@ impl Daemon {
                 if let Some(old) = p.sa.filter(|o| *o != h && p.state == IkeState::Established) {
                     let old_age =
                         p.sa_up_at.map_or(Duration::MAX, |t| now.saturating_duration_since(t));
-                    keep = self.resolve_duplicate(&name, old, h, old_age);
+                    let ambiguous;
+                    (keep, ambiguous) = self.resolve_duplicate(&name, old, h, old_age);
                     let drop = if keep == h { old } else { h };
-                    info!(peer = %name, "two IKE SAs with the peer; deleting one");
-                    let rng = &mut self.rng;
-                    let _ = self.ep.with_sa(drop, |s| s.delete(now, rng));
+                    // Where the rule hangs on the old SA's age, which each end reads on its
+                    // own clock, one end decides: the lower name. Two deciders could each
+                    // keep the SA the other deletes, and lose both. The other end keeps both
+                    // until the decider's Delete arrives, and falls back on whichever stays
+                    // (`sa_gone`).
+                    if !ambiguous || self.me.name.as_str() < name.as_str() {
+                        info!(peer = %name, "two IKE SAs with the peer; deleting one");
+                        let rng = &mut self.rng;
+                        let _ = self.ep.with_sa(drop, |s| s.delete(now, rng));
+                    } else {
+                        debug!(peer = %name, "two IKE SAs with the peer; it deletes one");
+                    }
                 }
                 if keep != h {
                     return;
@@ -1294,6 +1343,21 @@ impl Daemon {
             debug!(peer = %name, "a replaced IKE SA ended: {reason}");
             return;
         }
+        // The peer (the end that settles duplicates) deleted the one we had taken as
+        // current: another established SA with it carries on.
+        let other = self.by_handle.iter().find_map(|(o, n)| {
+            (n.as_str() == name && self.ep.sa(*o).is_some_and(ike::sa::IkeSa::is_established))
+                .then_some(*o)
+        });
+        if let Some(other) = other {
+            if let Some(p) = self.peers.get_mut(name) {
+                p.sa = Some(other);
+            }
+            info!(peer = %name, "the IKE SA in use ended ({reason}); another established one carries on");
+            self.install_pending(now, name);
+            return;
+        }
+        let Some(p) = self.peers.get_mut(name) else { return };
         let was = p.state;
         p.sa = None;
         p.state = IkeState::Down;
