@@ -30,6 +30,11 @@ pub struct MeshdArgs {
     /// exit (0 when it is good).
     #[arg(long)]
     pub check_config: bool,
+    /// Remove every SA, policy and nftables table of meshd's from the kernel, and exit.
+    /// Only with meshd stopped: for a node that leaves for good (the package's removal
+    /// runs it), since a meshd stopped the default way (keep) leaves them in place.
+    #[arg(long, conflicts_with = "check_config")]
+    pub flush: bool,
     /// Log filter (tracing's syntax, e.g. `info`, `debug`, `mesh=debug`); `RUST_LOG`
     /// overrides it.
     #[arg(long, default_value = "info")]

@@ -9,6 +9,24 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 fn main() -> ExitCode {
     let args = MeshdArgs::parse();
+    if args.flush {
+        // The socket a running daemon would answer on: the configuration's, when it
+        // loads; else the default.
+        let socket = Config::load(&args.config).map_or_else(
+            |_| std::path::PathBuf::from(mesh::cli::DEFAULT_SOCKET),
+            |cfg| cfg.daemon.control_socket,
+        );
+        return match mesh::daemon::flush_kernel(&socket) {
+            Ok(done) => {
+                eprintln!("meshd: {done}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("meshd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cfg = match Config::load(&args.config) {
         Ok(cfg) => cfg,
         Err(problems) => {
