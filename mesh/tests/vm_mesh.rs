@@ -51,137 +51,143 @@ fn xfrm(m: &Mesh, i: usize) -> String {
     format!("{s}\n{p}")
 }
 
-#[test]
-fn four_nodes_converge_from_configs_esp_on_the_wire_and_dns_in_the_clear() {
-    vm_test(|| {
-        let mut m = Mesh::new(
-            4,
-            Options { level: "require", extra: dns_exclusion(), ..Options::default() },
-        );
-        m.start_all();
-        m.wait_converged(&[0, 1, 2, 3], "require", CONVERGE);
-        println!("converged:\n{}", m.ctl_ok(0, &["status"]));
-        // Every pair: UDP both ways, captured on the sender's link.
-        for i in 0..4 {
-            let cap = m.host(i).capture("eth0", "esp or udp port 7777 or udp port 53").unwrap();
-            for j in 0..4 {
-                if i != j {
-                    let got = m
-                        .host(i)
-                        .udp_to(
-                            m.host(j),
-                            false,
-                            7777,
-                            3,
-                            b"mesh-secret",
-                            Duration::from_millis(20),
-                        )
-                        .unwrap();
-                    assert_eq!(
-                        got,
-                        3,
-                        "{} -> {}: datagrams lost{}",
-                        m.nodes[i].name,
-                        m.nodes[j].name,
-                        m.report(&[i, j])
-                    );
-                }
+/// Every pair of nodes `0..n`: UDP both ways, captured on the sender's link, is ESP, and
+/// UDP to port 53 (excluded) stays in the clear; the byte counters moved.
+#[allow(clippy::print_stdout)] // a test's helper: what it saw is the test's output
+fn esp_between_every_pair_and_dns_in_the_clear(m: &Mesh, n: usize) {
+    // Every pair: UDP both ways, captured on the sender's link.
+    for i in 0..n {
+        let cap = m.host(i).capture("eth0", "esp or udp port 7777 or udp port 53").unwrap();
+        for j in 0..n {
+            if i != j {
+                let got = m
+                    .host(i)
+                    .udp_to(m.host(j), false, 7777, 3, b"mesh-secret", Duration::from_millis(20))
+                    .unwrap();
+                assert_eq!(
+                    got,
+                    3,
+                    "{} -> {}: datagrams lost{}",
+                    m.nodes[i].name,
+                    m.nodes[j].name,
+                    m.report(&[i, j])
+                );
             }
-            let dns = m
-                .host(i)
-                .udp_to(m.host((i + 1) % 4), false, 53, 3, b"dns-query", Duration::from_millis(20))
-                .unwrap();
-            assert_eq!(dns, 3, "DNS datagrams lost");
-            let frames = cap.stop().unwrap();
-            let esp = frames.iter().filter(|f| f.is_esp()).count();
-            let clear = frames.iter().filter(|f| f.contains(b"mesh-secret")).count();
-            let dns_clear = frames.iter().filter(|f| f.contains(b"dns-query")).count();
-            println!(
-                "{}: {esp} ESP frames, {clear} plaintext of the protected traffic, {dns_clear} DNS in the clear",
-                m.nodes[i].name
-            );
-            assert!(esp >= 9, "{}: expected ESP for every pair, saw {esp}", m.nodes[i].name);
-            assert_eq!(clear, 0, "{}: protected traffic in the clear", m.nodes[i].name);
-            assert_eq!(
-                dns_clear, 3,
-                "{}: the excluded DNS port should stay in the clear",
-                m.nodes[i].name
-            );
         }
-        // Byte counters moved.
-        let s = m.status(0);
-        assert!(s.peers.iter().all(|p| p.bytes_out > 0 && p.bytes_in > 0), "{s:?}");
-    });
+        let dns = m
+            .host(i)
+            .udp_to(m.host((i + 1) % n), false, 53, 3, b"dns-query", Duration::from_millis(20))
+            .unwrap();
+        assert_eq!(dns, 3, "DNS datagrams lost");
+        let frames = cap.stop().unwrap();
+        let esp = frames.iter().filter(|f| f.is_esp()).count();
+        let clear = frames.iter().filter(|f| f.contains(b"mesh-secret")).count();
+        let dns_clear = frames.iter().filter(|f| f.contains(b"dns-query")).count();
+        println!(
+            "{}: {esp} ESP frames, {clear} plaintext of the protected traffic, {dns_clear} DNS in the clear",
+            m.nodes[i].name
+        );
+        assert!(esp >= 9, "{}: expected ESP for every pair, saw {esp}", m.nodes[i].name);
+        assert_eq!(clear, 0, "{}: protected traffic in the clear", m.nodes[i].name);
+        assert_eq!(
+            dns_clear, 3,
+            "{}: the excluded DNS port should stay in the clear",
+            m.nodes[i].name
+        );
+    }
+    // Byte counters moved.
+    let s = m.status(0);
+    assert!(s.peers.iter().all(|p| p.bytes_out > 0 && p.bytes_in > 0), "{s:?}");
 }
 
+/// Node `i` gets its certificate by enrollment: node-1 runs the CA's enrollment service
+/// (`meshctl ca serve`), node `i` redeems a join token (`meshctl enroll`).
+fn enroll(m: &Mesh, i: usize) {
+    let node = m.nodes[i].clone();
+    let a0 = m.nodes[0].addr;
+    let ca = m.ca.to_str().unwrap().to_owned();
+    let token = meshctl(&["ca", "token", "--dir", &ca, "--name", &node.name]);
+    let token =
+        token.lines().find(|l| l.starts_with("ikm1.")).expect("a join token").trim().to_owned();
+    let listen = format!("{a0}:8443");
+    let _service = m
+        .host(0)
+        .spawn(&[
+            common::MESHCTL,
+            "ca",
+            "serve",
+            "--dir",
+            &ca,
+            "--listen",
+            &listen,
+            "--service-name",
+            "enroll.test",
+        ])
+        .unwrap();
+    let key = node.dir.join("node.key");
+    let cert = node.dir.join("node.pem");
+    let bundle = m.dir.path().join("ca.pem");
+    wait_for(
+        Duration::from_secs(30),
+        || {
+            m.host(i)
+                .command(common::MESHCTL)
+                .args([
+                    "enroll",
+                    "--server",
+                    &listen,
+                    "--service-name",
+                    "enroll.test",
+                    "--token",
+                    &token,
+                    "--name",
+                    &node.name,
+                ])
+                .args([
+                    "--key",
+                    key.to_str().unwrap(),
+                    "--cert",
+                    cert.to_str().unwrap(),
+                    "--ca",
+                    bundle.to_str().unwrap(),
+                    "--force",
+                ])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        },
+        || format!("enrollment of {} failed", node.name),
+    );
+}
+
+/// Four nodes converge from their configurations alone; then a fifth joins live and
+/// leaves again. (One test, so the VM brings the four up once.)
 #[test]
-fn a_fifth_node_joins_with_a_token_and_leaves_without_disturbing_the_others() {
+fn four_nodes_converge_with_esp_and_dns_in_the_clear_then_a_fifth_joins_and_leaves() {
     vm_test(|| {
-        let mut m =
-            Mesh::new(5, Options { level: "require", members: Some(4), ..Options::default() });
+        let mut m = Mesh::new(
+            5,
+            Options {
+                level: "require",
+                members: Some(4),
+                extra: dns_exclusion(),
+                ..Options::default()
+            },
+        );
         // node-5 gets its certificate by enrollment, not from the fixture.
         let n5 = m.nodes[4].clone();
         std::fs::remove_file(n5.dir.join("node.key")).unwrap();
         std::fs::remove_file(n5.dir.join("node.pem")).unwrap();
         m.start_all();
         m.wait_converged(&[0, 1, 2, 3], "require", CONVERGE);
+        println!("converged:\n{}", m.ctl_ok(0, &["status"]));
+        esp_between_every_pair_and_dns_in_the_clear(&m, 4);
+
+        // node-5 joins: the pair node-1/node-2 keeps talking throughout.
         let (a0, a1) = (m.nodes[0].addr, m.nodes[1].addr);
         let udp = UdpLoop::start(m.host(0), m.host(1), a1, a0, 7001);
         let tcp = TcpStream::start(m.host(0), m.host(1), a1, 7002);
 
-        // Enrollment: node-1 runs the CA's enrollment service; node-5 redeems a token.
-        let ca = m.ca.to_str().unwrap().to_owned();
-        let token = meshctl(&["ca", "token", "--dir", &ca, "--name", &n5.name]);
-        let token =
-            token.lines().find(|l| l.starts_with("ikm1.")).expect("a join token").trim().to_owned();
-        let listen = format!("{a0}:8443");
-        let _service = m
-            .host(0)
-            .spawn(&[
-                common::MESHCTL,
-                "ca",
-                "serve",
-                "--dir",
-                &ca,
-                "--listen",
-                &listen,
-                "--service-name",
-                "enroll.test",
-            ])
-            .unwrap();
-        let key = n5.dir.join("node.key");
-        let cert = n5.dir.join("node.pem");
-        let bundle = m.dir.path().join("ca.pem");
-        wait_for(
-            Duration::from_secs(30),
-            || {
-                m.host(4)
-                    .command(common::MESHCTL)
-                    .args([
-                        "enroll",
-                        "--server",
-                        &listen,
-                        "--service-name",
-                        "enroll.test",
-                        "--token",
-                        &token,
-                        "--name",
-                        &n5.name,
-                    ])
-                    .args([
-                        "--key",
-                        key.to_str().unwrap(),
-                        "--cert",
-                        cert.to_str().unwrap(),
-                        "--ca",
-                        bundle.to_str().unwrap(),
-                        "--force",
-                    ])
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-            },
-            || "enrollment of node-5 failed".into(),
-        );
+        enroll(&m, 4);
         m.start(4);
         let addr5 = n5.addr.to_string();
         for i in 0..4 {
