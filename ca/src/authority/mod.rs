@@ -1006,14 +1006,14 @@ pub fn issue_detached(
     check_lifetime(lifetime)?;
     let key = load_key(ca_key)?;
     let pem = fs::read(ca_cert).map_err(io_error(ca_cert))?;
-    let bad_cert = |detail: String| AuthorityError::BadOptions(format!(
-        "{}: {detail}",
-        ca_cert.display()
-    ));
+    let bad_cert =
+        |detail: String| AuthorityError::BadOptions(format!("{}: {detail}", ca_cert.display()));
     let blocks = x509::der_blocks(&pem, "CERTIFICATE").map_err(bad_cert)?;
     let der = blocks
         .into_iter()
-        .find(|der| x509::parse_cert(der).is_ok_and(|c| c.public_key().raw == key.spki().as_slice()))
+        .find(|der| {
+            x509::parse_cert(der).is_ok_and(|c| c.public_key().raw == key.spki().as_slice())
+        })
         .ok_or_else(|| {
             bad_cert(format!("no certificate in it is the certificate of {}", ca_key.display()))
         })?;
