@@ -540,16 +540,38 @@ impl Drop for Served {
     }
 }
 
+/// A CA of mesh "fleet" made by `meshctl ca init` in a tempdir, for the commands that
+/// take its certificate and key files rather than its directory.
+struct FileCa {
+    tmp: tempfile::TempDir,
+    ca: PathBuf,
+    cert: String,
+    key: String,
+}
+
+impl FileCa {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = tmp.path().join("ca");
+        ok(&meshctl(&["ca", "init", "--dir", ca.to_str().unwrap(), "--mesh", "fleet"]));
+        let file = |name: &str| ca.join(name).to_str().unwrap().to_owned();
+        let (cert, key) = (file("ca-1.pem"), file("ca-1.key"));
+        Self { tmp, ca, cert, key }
+    }
+
+    /// A file in the tempdir, beside the CA directory.
+    fn path(&self, name: &str) -> String {
+        self.tmp.path().join(name).to_str().unwrap().to_owned()
+    }
+}
+
 #[test]
 fn ca_issue_straight_from_the_ca_s_certificate_and_key_files() {
     // The BOSH job's pre-start: the CA's certificate and key come from the deployment's
     // secret store, with no CA directory.
-    let tmp = tempfile::tempdir().unwrap();
-    let ca = tmp.path().join("ca");
-    let path = |name: &str| tmp.path().join(name).to_str().unwrap().to_owned();
-    ok(&meshctl(&["ca", "init", "--dir", ca.to_str().unwrap(), "--mesh", "fleet"]));
-    let (ca_cert, ca_key) = (ca.join("ca-1.pem"), ca.join("ca-1.key"));
-    let (ca_cert, ca_key) = (ca_cert.to_str().unwrap(), ca_key.to_str().unwrap());
+    let f = FileCa::new();
+    let (ca, path) = (&f.ca, |name: &str| f.path(name));
+    let (ca_cert, ca_key) = (f.cert.as_str(), f.key.as_str());
     let issue = ["ca", "issue", "--ca-cert", ca_cert, "--ca-key", ca_key, "--name", "Node-7"];
     let out = ok(&meshctl(
         &[
@@ -588,12 +610,9 @@ fn ca_issue_straight_from_the_ca_s_certificate_and_key_files() {
 
 #[test]
 fn ca_issue_from_files_takes_the_bundle_and_refuses_what_does_not_fit() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ca = tmp.path().join("ca");
-    let path = |name: &str| tmp.path().join(name).to_str().unwrap().to_owned();
-    ok(&meshctl(&["ca", "init", "--dir", ca.to_str().unwrap(), "--mesh", "fleet"]));
-    let (ca_cert, ca_key) = (ca.join("ca-1.pem"), ca.join("ca-1.key"));
-    let (ca_cert, ca_key) = (ca_cert.to_str().unwrap(), ca_key.to_str().unwrap());
+    let f = FileCa::new();
+    let (ca, path) = (&f.ca, |name: &str| f.path(name));
+    let (ca_cert, ca_key) = (f.cert.as_str(), f.key.as_str());
     ok(&meshctl(&[
         "ca",
         "issue",
