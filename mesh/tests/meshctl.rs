@@ -667,36 +667,14 @@ fn ca_issue_from_files_takes_the_bundle_and_refuses_what_does_not_fit() {
     let err = failed(&other(ca_cert, ca_key));
     assert!(err.contains("looser than 0600"), "{err}");
     std::fs::set_permissions(ca_key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = meshctl(&[
-        "ca",
-        "issue",
-        "--ca-cert",
-        ca_cert,
-        "--name",
-        "n",
-        "--key-out",
-        "k",
-        "--cert-out",
-        "c",
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let out = meshctl(&[
-        "ca",
-        "issue",
-        "--dir",
-        ca.to_str().unwrap(),
-        "--ca-cert",
-        ca_cert,
-        "--ca-key",
-        ca_key,
-        "--name",
-        "n",
-        "--key-out",
-        "k",
-        "--cert-out",
-        "c",
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // Usage errors (exit 2): --ca-cert without --ca-key; both --dir and --ca-cert.
+    let usage = |ca_args: &[&str]| {
+        let rest = ["--name", "n", "--key-out", "k", "--cert-out", "c"];
+        let out = meshctl(&[&["ca", "issue"][..], ca_args, &rest[..]].concat());
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    };
+    usage(&["--ca-cert", ca_cert]);
+    usage(&["--dir", ca.to_str().unwrap(), "--ca-cert", ca_cert, "--ca-key", ca_key]);
     assert!(!Path::new(&path("9.key")).exists() && !Path::new(&path("9.pem")).exists());
 }
 
