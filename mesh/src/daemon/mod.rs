@@ -226,8 +226,9 @@ pub fn flush_kernel(control_socket: &Path) -> Result<String, String> {
     }
     let mut kernel = Kernel::open()?;
     let flushed = kernel.flush()?;
-    let table = policy::PinholeConfig::default().table;
-    Pinholes::new(policy::PinholeConfig::default())
+    let config = policy::PinholeConfig::default();
+    let table = config.table.clone();
+    Pinholes::new(config)
         .and_then(|p| p.remove())
         .map_err(|e| format!("nftables table {table}: {e}"))?;
     Ok(format!(
@@ -1353,8 +1354,9 @@ impl Daemon {
             if let Some(p) = self.peers.get_mut(name) {
                 p.sa = Some(other);
             }
+            // (`retire` above already put in the waiting outbound SAs, if the ended SA's
+            // children carried the traffic.)
             info!(peer = %name, "the IKE SA in use ended ({reason}); another established one carries on");
-            self.install_pending(now, name);
             return;
         }
         let Some(p) = self.peers.get_mut(name) else { return };
