@@ -15,3 +15,4 @@ pub mod control;
 pub mod ctl;
 pub mod daemon;
 pub mod rollout;
+pub mod supervisor;

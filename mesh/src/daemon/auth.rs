@@ -72,7 +72,16 @@ impl Credentials {
     pub fn load(cert: &Path, key: &Path) -> Result<Self, String> {
         let key = PrivateKey::load(key).map_err(|e| e.to_string())?;
         let certs = load_cert_chain(cert).map_err(|e| e.to_string())?;
-        let leaf = certs.first().ok_or_else(|| format!("{}: no certificate", cert.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no certificate", cert.display()));
+        }
+        Self::new(&key, certs)
+    }
+
+    /// Credentials from a key and its certificate chain (leaf first), checked to belong
+    /// together.
+    pub fn new(key: &PrivateKey, certs: Vec<Vec<u8>>) -> Result<Self, String> {
+        let leaf = certs.first().ok_or("no certificate")?;
         key.check_matches(leaf).map_err(|e| e.to_string())?;
         let local_id = ike_id(leaf).map_err(|e| e.to_string())?;
         Ok(Self { local_id, certs, signer: key.signer() })

@@ -4,38 +4,8 @@
 //! Only entries inside `xfrm`'s owned ranges are read back, changed or deleted, so what
 //! an operator or another IKE daemon installed is never touched.
 
-use ike::sa::ChildSa;
-use std::net::IpAddr;
-use xfrm::{Crypto, Key, Lifetime, Policy, PolicyId, Sa, SaId, SaInfo, Xfrm};
-
-/// One child SA's pair of kernel SAs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pair {
-    /// Our address.
-    pub local: IpAddr,
-    /// The peer's.
-    pub remote: IpAddr,
-    /// Inbound SPI (ours).
-    pub spi_in: u32,
-    /// Outbound SPI (the peer's).
-    pub spi_out: u32,
-}
-
-impl Pair {
-    /// The inbound SA's ID.
-    pub fn in_id(&self) -> SaId {
-        SaId { dst: self.local, spi: self.spi_in, src: self.remote, mark: None }
-    }
-
-    /// The outbound SA's ID.
-    pub fn out_id(&self) -> SaId {
-        SaId { dst: self.remote, spi: self.spi_out, src: self.local, mark: None }
-    }
-
-    fn ids(&self) -> [SaId; 2] {
-        [self.in_id(), self.out_id()]
-    }
-}
+use crate::supervisor::Pair;
+use xfrm::{Policy, PolicyId, Sa, SaId, SaInfo, Xfrm};
 
 /// The XFRM tables of the daemon's namespace, and what of them is ours.
 pub struct Kernel {
@@ -81,24 +51,23 @@ impl Kernel {
         }
     }
 
-    /// How many policies of ours are installed.
-    pub fn policy_count(&self) -> usize {
-        self.installed.len()
+    /// Our policies found at start (a previous run's).
+    pub fn installed(&self) -> &[Policy] {
+        &self.installed
     }
 
-    /// Brings our policies to `wanted`: changed and new ones replaced in place (atomic
-    /// in the kernel, so a level change never leaves a gap), vanished ones deleted.
-    /// Returns one line per entry that failed; the rest is applied.
-    pub fn apply(&mut self, wanted: &[Policy]) -> (usize, Vec<String>) {
-        let (to_add, to_remove) = policy::diff(&self.installed, wanted);
+    /// Changes our policies: `add` replaced in place or added (atomic in the kernel,
+    /// so a level change never leaves a gap), `remove` deleted. Returns one line per
+    /// entry that failed; the rest is applied.
+    pub fn apply_diff(&mut self, add: &[Policy], remove: &[Policy]) -> Vec<String> {
         let mut errors = Vec::new();
-        match self.x.update_policies(&to_add) {
+        match self.x.update_policies(add) {
             Ok(results) => {
                 errors.extend(results.into_iter().filter_map(Result::err).map(|e| e.to_string()));
             }
             Err(e) => errors.push(format!("XFRM policies: {e}")),
         }
-        let ids: Vec<PolicyId> = to_remove.iter().map(Policy::id).collect();
+        let ids: Vec<PolicyId> = remove.iter().map(Policy::id).collect();
         match self.x.delete_policies(&ids) {
             Ok(results) => errors.extend(
                 results
@@ -109,36 +78,7 @@ impl Kernel {
             ),
             Err(e) => errors.push(format!("XFRM policies: {e}")),
         }
-        self.installed = wanted.to_vec();
-        (to_add.len() + to_remove.len(), errors)
-    }
-
-    /// A child SA as the pair of transport-mode AES-GCM SAs (inbound, outbound) under
-    /// `reqid`, with kernel lifetimes a little past our own rekey time: the soft one
-    /// makes the kernel ask for a rekey (an `EXPIRE` event) should our timer not have,
-    /// the hard one ends an SA that a dead daemon can no longer rekey.
-    pub fn sas(pair: &Pair, reqid: u32, child: &ChildSa, rekey_seconds: u64) -> [Sa; 2] {
-        let lifetime = Lifetime {
-            soft_seconds: Some(rekey_seconds + rekey_seconds / 10 + 30),
-            hard_seconds: Some(rekey_seconds + rekey_seconds / 5 + 60),
-            ..Lifetime::default()
-        };
-        let sa = |src, dst, spi, key: &[u8]| {
-            let mut sa = Sa::transport(
-                src,
-                dst,
-                spi,
-                reqid,
-                Crypto::AesGcm16 { key: Key::new(key.to_vec()) },
-            );
-            sa.esn = child.algorithms.esn;
-            sa.lifetime = lifetime;
-            sa
-        };
-        [
-            sa(pair.remote, pair.local, pair.spi_in, &child.key_in),
-            sa(pair.local, pair.remote, pair.spi_out, &child.key_out),
-        ]
+        errors
     }
 
     /// Adds one SA.
@@ -156,7 +96,7 @@ impl Kernel {
 
     /// Deletes a child SA's pair (those already gone are fine).
     pub fn remove(&mut self, pair: &Pair) {
-        if let Ok(results) = self.x.delete_sas(&pair.ids()) {
+        if let Ok(results) = self.x.delete_sas(&[pair.in_id(), pair.out_id()]) {
             for e in results.into_iter().filter_map(Result::err) {
                 if !matches!(e, xfrm::Error::NotFound { .. }) {
                     tracing::warn!("cannot delete a child SA from the kernel: {e}");
@@ -167,7 +107,7 @@ impl Kernel {
 
     /// Bytes (in, out) the kernel counted on a pair; zero for an SA that is gone.
     pub fn counters(&mut self, pair: &Pair) -> (u64, u64) {
-        let [inbound, outbound] = pair.ids();
+        let (inbound, outbound) = (pair.in_id(), pair.out_id());
         let bytes = |x: &mut Xfrm, id| x.get_sa(&id).map_or(0, |s: SaInfo| s.bytes);
         (bytes(&mut self.x, inbound), bytes(&mut self.x, outbound))
     }
