@@ -3,7 +3,7 @@
 //! events.
 
 use super::peer::{Child, IkeState, Pair, PeerKey};
-use super::{Action, INBOUND_LINGER, KernelEvent, OUTBOUND_DELAY, Supervisor, Timer};
+use super::{Action, INBOUND_LINGER, KernelEvent, OUTBOUND_FALLBACK, Supervisor, Timer};
 use ike::endpoint::SaHandle;
 use ike::sa::ChildSa;
 use std::collections::HashMap;
@@ -57,7 +57,7 @@ impl Supervisor {
             self.actions.push_back(Action::AddSa(Box::new(sa_in)));
             if older {
                 pending_out = Some(Box::new(sa_out));
-                self.timers.set_earliest(Timer::PendingOut(key), now + OUTBOUND_DELAY);
+                self.timers.set_earliest(Timer::PendingOut(key), now + OUTBOUND_FALLBACK);
             } else {
                 self.actions.push_back(Action::AddSa(Box::new(sa_out)));
             }
@@ -71,6 +71,12 @@ impl Supervisor {
             p.adopted.clear();
         }
         info!(peer = %name, spi_in = format_args!("{:#010x}", c.spi_in), spi_out = format_args!("{:#010x}", c.spi_out), installed = esp, "child SA up");
+        // We asked for it in IKE_AUTH and have the answer: the peer installed its
+        // inbound SA before answering.
+        let initiated = self.ep.sa(h).is_some_and(|s| s.role() == ike::sa::Role::Initiator);
+        if !rekeyed && initiated {
+            self.install_pending(now, key);
+        }
         self.rollout.set_child_up(&name, true);
         self.dirty();
         self.step_rollout(now);
@@ -123,8 +129,8 @@ impl Supervisor {
     /// Takes replaced child SAs out whose peer still holds them: we asked for their
     /// delete, and the peer keeps their inbound SAs a while after it arrives (or, having
     /// restarted, holds them adopted). Their outbound SAs carry on until the waiting
-    /// outbound SAs go in, [`OUTBOUND_DELAY`] after the newest child came up, so that
-    /// the peer has installed the new inbound SA before we send on it.
+    /// outbound SAs go in (see [`OUTBOUND_FALLBACK`]), so that the peer has installed
+    /// the new inbound SA before we send on it.
     pub(super) fn retire_later(&mut self, now: Instant, key: PeerKey, gone: Vec<Child>) {
         for c in gone.into_iter().filter(|c| c.installed) {
             if c.pending_out.is_none()
@@ -134,7 +140,7 @@ impl Supervisor {
             }
             self.linger(now, c.pair.in_id());
         }
-        self.timers.set_earliest(Timer::PendingOut(key), now + OUTBOUND_DELAY);
+        self.timers.set_earliest(Timer::PendingOut(key), now + OUTBOUND_FALLBACK);
         self.dirty();
     }
 

@@ -135,6 +135,13 @@ impl Supervisor {
         (if keep_new { new } else { old }, ambiguous)
     }
 
+    /// Whether a child SA of IKE SA `h` waits to install its outbound SA.
+    fn waits_on(&self, key: PeerKey, h: SaHandle) -> bool {
+        self.peers
+            .get(&key)
+            .is_some_and(|p| p.children.iter().any(|c| c.sa == h && c.pending_out.is_some()))
+    }
+
     /// An IKE SA's SPIs for the log, as strongSwan and tcpdump show them.
     fn ike_spis(&self, h: SaHandle) -> String {
         self.ep.sa(h).map_or_else(String::new, |s| {
@@ -209,6 +216,12 @@ impl Supervisor {
             }
             Event::Closed { reason } | Event::Failed { reason } => {
                 self.sa_gone(now, key, h, &reason);
+            }
+            Event::PeerAlive | Event::PeerNotify { .. } if self.waits_on(key, h) => {
+                // The peer speaks on the new IKE SA: it has the answer to IKE_AUTH, and
+                // the inbound SA of the child SA that came with it.
+                self.install_pending(now, key);
+                self.on_event(now, h, event);
             }
             Event::PeerNotify { kind, data } if kind == rollout::LEVEL_NOTIFY => {
                 match rollout::decode_level(&data) {

@@ -30,9 +30,10 @@
 //!
 //! # Make before break
 //!
-//! A new child SA's inbound SA goes into the kernel at once; its outbound SA waits
-//! [`OUTBOUND_DELAY`] while an older child carries the traffic, so that the peer has
-//! its inbound SA before we send on it. A replaced child's outbound SA goes at once,
+//! A new child SA's inbound SA goes into the kernel at once; while an older child
+//! carries the traffic, its outbound SA waits until the peer has shown that it holds
+//! the new inbound SA (see [`OUTBOUND_FALLBACK`]), so that nothing is sent on it
+//! before. A replaced child's outbound SA goes at once,
 //! its inbound SA lingers [`INBOUND_LINGER`] for packets already on their way.
 
 mod children;
@@ -69,10 +70,14 @@ use xfrm::{Policy, SaId};
 pub const RESPONDER_GRACE: Duration = Duration::from_secs(8);
 /// The longest wait between two attempts to reach a peer.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// How long a new child SA's outbound SA waits while an older one carries the traffic,
-/// so that the peer has installed its inbound SA before we send on it (make before
-/// break). It goes in earlier when the older one is deleted.
-pub const OUTBOUND_DELAY: Duration = Duration::from_secs(2);
+/// The longest a new child SA's outbound SA waits while an older one carries the
+/// traffic (make before break). It goes in as soon as the peer has shown it holds the
+/// new inbound SA: at once when we initiated the exchange that made it (the peer
+/// installed it before answering), when the old child is deleted (the rekey's
+/// initiator deletes it once it has the answer), or when the peer first speaks on
+/// the new IKE SA after `IKE_AUTH`. A fixed delay instead lost packets whenever the
+/// answer was lost and retransmitted.
+pub const OUTBOUND_FALLBACK: Duration = Duration::from_secs(30);
 /// How long a replaced child SA's inbound SA stays after its delete, for packets the
 /// peer sent on it before it learnt of the delete.
 pub const INBOUND_LINGER: Duration = Duration::from_secs(5);

@@ -49,7 +49,7 @@ pub(crate) struct Child {
     pub(crate) sa: SaHandle,
     /// Its inbound SA is in the kernel.
     pub(crate) installed: bool,
-    /// Its outbound SA, while it waits for [`super::OUTBOUND_DELAY`].
+    /// Its outbound SA, while it waits (see [`super::OUTBOUND_FALLBACK`]).
     pub(crate) pending_out: Option<Box<xfrm::Sa>>,
 }
 
