@@ -167,7 +167,7 @@ impl Peer {
 
 /// Everything the event loop receives.
 enum Input {
-    Datagram { bytes: Vec<u8>, from: SocketAddr },
+    Datagram { bytes: Vec<u8>, local: SocketAddr, from: SocketAddr },
     Control(Request, oneshot::Sender<Response>),
     Kernel(xfrm::Event),
     Stop,
@@ -816,7 +816,9 @@ impl Daemon {
                     self.stop();
                     return Ok(());
                 }
-                Some(Input::Datagram { bytes, from }) => self.on_datagram(now, &bytes, from),
+                Some(Input::Datagram { bytes, local, from }) => {
+                    self.on_datagram(now, &bytes, local, from);
+                }
                 Some(Input::Control(req, answer)) => {
                     let resp = self.on_control(now, req);
                     let _ = answer.send(resp);
@@ -952,6 +954,7 @@ impl Daemon {
                     let h = self.ep.connect(
                         now,
                         p.ike.clone(),
+                        SocketAddr::new(p.local, self.cfg.ike.port),
                         SocketAddr::new(p.remote, self.cfg.ike.port),
                         rng,
                     );
@@ -969,6 +972,7 @@ impl Daemon {
                 let h = self.ep.connect(
                     now,
                     p.ike.clone(),
+                    SocketAddr::new(p.local, self.cfg.ike.port),
                     SocketAddr::new(p.remote, self.cfg.ike.port),
                     rng,
                 );
@@ -1082,11 +1086,11 @@ impl Daemon {
         }
     }
 
-    fn on_datagram(&mut self, now: Instant, bytes: &[u8], from: SocketAddr) {
+    fn on_datagram(&mut self, now: Instant, bytes: &[u8], local: SocketAddr, from: SocketAddr) {
         if let Some(p) = self.peer_by_addr(from.ip()) {
             p.last_heard = Some(now);
         }
-        self.ep.handle(now, from, bytes, &mut self.rng);
+        self.ep.handle(now, local, from, bytes, &mut self.rng);
     }
 
     // ---- IKE events ----
@@ -1757,12 +1761,13 @@ fn pick_pair(ours: &[IpAddr], theirs: &[IpAddr]) -> Option<(IpAddr, IpAddr)> {
 
 fn spawn_reader(sock: Arc<UdpSocket>, tx: mpsc::Sender<Input>) {
     tokio::spawn(async move {
+        let Ok(local) = sock.local_addr() else { return };
         let mut buf = vec![0u8; 65_536];
         loop {
             match sock.recv_from(&mut buf).await {
                 Ok((n, from)) => {
                     let bytes = buf[..n].to_vec();
-                    if tx.send(Input::Datagram { bytes, from }).await.is_err() {
+                    if tx.send(Input::Datagram { bytes, local, from }).await.is_err() {
                         break;
                     }
                 }

@@ -402,6 +402,7 @@ fn run(args: &Args) -> Result<(), String> {
     let socket = UdpSocket::bind(SocketAddr::new(args.local, args.port))
         .map_err(|e| format!("cannot bind {}:{}: {e}", args.local, args.port))?;
     let remote = SocketAddr::new(args.remote, args.port);
+    let local = SocketAddr::new(args.local, args.port);
     let mut rng = OsRandom;
     let responder_cfg = cfg.clone();
     let expected = args.remote;
@@ -425,7 +426,7 @@ fn run(args: &Args) -> Result<(), String> {
     };
     let mut peer = Peer { ep, rng, sa: None, children: Vec::new(), kernel, knock };
     if args.initiate {
-        peer.sa = Some(peer.ep.connect(Instant::now(), cfg.clone(), remote, &mut peer.rng));
+        peer.sa = Some(peer.ep.connect(Instant::now(), cfg.clone(), local, remote, &mut peer.rng));
     }
     let commands = stdin_lines();
     let mut buf = vec![0u8; 65_536];
@@ -454,7 +455,7 @@ fn run(args: &Args) -> Result<(), String> {
         socket.set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => {
-                peer.ep.handle(Instant::now(), from, &buf[..n], &mut peer.rng);
+                peer.ep.handle(Instant::now(), local, from, &buf[..n], &mut peer.rng);
             }
             Err(e)
                 if matches!(
