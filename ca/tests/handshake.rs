@@ -128,9 +128,9 @@ fn establishes(alice: &Node, a_verifier: CertVerifier, bob: &Node, b_verifier: C
 }
 
 /// The reason the one `Failed` event gives, if that is all there is.
-fn failure(events: &[Event]) -> &str {
+fn failure(events: &[Event]) -> String {
     match events {
-        [Event::Failed { reason }] => reason,
+        [Event::Failed { error }] => error.to_string(),
         other => panic!("expected one Failed event, got {other:?}"),
     }
 }

@@ -24,6 +24,7 @@
 
 use crate::cookie::{Cookies, Gate};
 use crate::crypto::Random;
+use crate::error::Error;
 use crate::sa::{Config, Event, IkeSa, Role};
 use crate::wire::{ExchangeType, HeaderPacket, HeaderRepr};
 use std::cmp::Reverse;
@@ -379,8 +380,7 @@ impl Endpoint {
                     self.by_spi.remove(spi);
                 }
                 self.half_open.retain(|_, h| *h != handle);
-                let reason = "the peer did not complete IKE_AUTH in time (half-open SA dropped)";
-                self.events.push_back((handle, Event::Failed { reason: reason.into() }));
+                self.events.push_back((handle, Event::Failed { error: Error::HalfOpenExpired }));
             }
         }
         self.prune_timers();

@@ -25,7 +25,10 @@
 pub mod cookie;
 pub mod crypto;
 pub mod endpoint;
+pub mod error;
 pub mod exchange;
 pub mod proposal;
 pub mod sa;
 pub mod wire;
+
+pub use error::Error;

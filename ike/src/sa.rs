@@ -23,12 +23,13 @@
 //! until its delete is done.
 
 use crate::crypto::auth::{SigAlg, Signer, Verifier};
-use crate::crypto::dh::{Group, KeyPair};
+use crate::crypto::dh::{DhError, Group, KeyPair};
 use crate::crypto::keys::{IkeKeys, ike_keys, skeyseed};
 use crate::crypto::sk::{OpenError, SkKeys, open, seal};
 use crate::crypto::{Random, Secret};
+use crate::error::{Error, Misbehavior};
 use crate::exchange::create_child_sa::{
-    self, ChildOffer, Failure, IkeOffer, Refusal, Request, rekeyed_ike_keys,
+    self, ChildOffer, Failure, IkeOffer, Request, rekeyed_ike_keys,
 };
 use crate::exchange::ike_auth::{self, AuthContext};
 use crate::exchange::ike_sa_init::{self, Answer, Outcome};
@@ -90,8 +91,13 @@ fn digest(datagram: &[u8]) -> (usize, [u8; 32]) {
 /// The `ca` crate implements it against the mesh's trust bundle and CRL.
 pub trait PeerAuthenticator: Send + Sync {
     /// The verifier for the key of the peer that presented `certs` (DER, leaf first)
-    /// under identity `id`, or a one-line reason to refuse it.
-    fn authenticate(&self, id: &IdRepr, certs: &[Vec<u8>]) -> Result<Box<dyn Verifier>, String>;
+    /// under identity `id`, or why it is refused: its `Display` is one line, and it is
+    /// reported as [`AuthFailure::Certificate`](crate::error::AuthFailure::Certificate).
+    fn authenticate(
+        &self,
+        id: &IdRepr,
+        certs: &[Vec<u8>],
+    ) -> Result<Box<dyn Verifier>, Box<dyn std::error::Error + Send + Sync>>;
 }
 
 /// How one side of an IKE SA behaves.
@@ -199,15 +205,18 @@ pub enum Event {
         /// The new child SA.
         child: ChildSa,
     },
-    /// The IKE SA stands but the child SA was refused.
+    /// The IKE SA stands but a child SA could not be had (refused by the peer or by us,
+    /// or its answer was not acceptable).
     ChildFailed {
-        /// Why, in one line.
-        reason: String,
+        /// For a rekey, the inbound SPI of the child SA it was to replace (which stays).
+        rekey: Option<u32>,
+        /// Why.
+        error: Error,
     },
     /// The IKE SA was deleted, by us or by the peer (an orderly end).
     Closed {
-        /// Who deleted it, in one line.
-        reason: String,
+        /// Who deleted it: [`Error::DeletedByUs`] or [`Error::DeletedByPeer`].
+        error: Error,
     },
     /// A child SA was deleted: remove it from the kernel.
     ChildDown {
@@ -238,13 +247,13 @@ pub enum Event {
     },
     /// A rekey of the IKE SA failed; the SA goes on with its current keys.
     IkeRekeyFailed {
-        /// Why, in one line.
-        reason: String,
+        /// Why.
+        error: Error,
     },
     /// The IKE SA failed and is gone.
     Failed {
-        /// Why, in one line.
-        reason: String,
+        /// Why.
+        error: Error,
     },
 }
 
@@ -269,8 +278,8 @@ impl Keys {
         peer_ke: &[u8],
         (ni, nr): (&[u8], &[u8]),
         spis: (u64, u64),
-    ) -> Result<Self, String> {
-        let g_ir = kp.agree(peer_ke).map_err(|e| e.to_string())?;
+    ) -> Result<Self, DhError> {
+        let g_ir = kp.agree(peer_ke)?;
         let seed = skeyseed(algorithms.prf, ni, nr, &g_ir);
         let c = algorithms.cipher;
         let ike =
@@ -552,17 +561,6 @@ fn header_for(
     }
 }
 
-/// The error notification for a request we cannot read: `UNSUPPORTED_CRITICAL_PAYLOAD`
-/// with the payload type (section 2.5), or `INVALID_SYNTAX`.
-fn malformed_notify(error: &crate::wire::Error) -> NotifyRepr {
-    match error {
-        crate::wire::Error::UnsupportedCriticalPayload(kind) => {
-            NotifyRepr::new(NotifyType::UnsupportedCriticalPayload, vec![*kind])
-        }
-        _ => NotifyRepr::new(NotifyType::InvalidSyntax, Vec::new()),
-    }
-}
-
 /// What to do after answering a peer's request.
 enum Then {
     /// The peer deleted the IKE SA.
@@ -662,11 +660,8 @@ impl IkeSa {
                 self.state = self.pumped(now, rng, state);
                 return;
             }
-            let sent = p.sent;
-            self.state = self.fail(format!(
-                "the peer did not answer ({sent} sends over {} s)",
-                total_wait(&r).as_secs()
-            ));
+            let error = Error::Timeout { sends: p.sent, over: total_wait(&r) };
+            self.state = self.fail(error);
             return;
         }
         p.sent += 1;
@@ -699,32 +694,24 @@ impl IkeSa {
                             && h.message_id == 0
                             && h.spi_r == 0
                     })
-                    .map(|h| {
-                        let n = malformed_notify(&error);
-                        ike_sa_init::refusal(h.spi_i, n.kind, n.data)
+                    .and_then(|h| {
+                        let e = Error::Malformed { exchange: ExchangeType::IkeSaInit, error };
+                        ike_sa_init::refusal(h.spi_i, &e)
                     });
                 return (None, refusal);
             }
         };
         match ike_sa_init::process_request(&cfg.policy, &msg) {
             None => (None, None),
-            Some(Answer::Refuse(kind, data)) => {
-                (None, Some(ike_sa_init::refusal(msg.header.spi_i, kind, data)))
-            }
+            Some(Answer::Refuse(error)) => (None, ike_sa_init::refusal(msg.header.spi_i, &error)),
             Some(Answer::Accept { algorithms, chosen, ke, ni }) => {
                 let spi_r = random_spi(rng);
                 let kp = KeyPair::generate(algorithms.group, rng);
                 let nr = random_vec(rng, NONCE_LEN);
                 let spis = (msg.header.spi_i, spi_r);
                 let Ok(keys) = Keys::derive(algorithms, &kp, &ke, (&ni, &nr), spis) else {
-                    return (
-                        None,
-                        Some(ike_sa_init::refusal(
-                            msg.header.spi_i,
-                            NotifyType::InvalidKePayload,
-                            algorithms.group.id().to_be_bytes().to_vec(),
-                        )),
-                    );
+                    let refusal = Error::InvalidKe(algorithms.group);
+                    return (None, ike_sa_init::refusal(msg.header.spi_i, &refusal));
                 };
                 let response = ike_sa_init::response(spis.0, spi_r, &chosen, &kp, &nr);
                 let mut sa = IkeSa::new(Role::Responder, cfg, (spis.0, spi_r));
@@ -830,9 +817,9 @@ impl IkeSa {
         next
     }
 
-    fn fail(&mut self, reason: String) -> State {
+    fn fail(&mut self, error: Error) -> State {
         self.pending = None;
-        self.events.push_back(Event::Failed { reason });
+        self.events.push_back(Event::Failed { error });
         State::Dead
     }
 
@@ -1130,7 +1117,8 @@ impl IkeSa {
                     && header.message_id == e.peer_next
                 {
                     e.peer_next = e.peer_next.wrapping_add(1);
-                    let answer = vec![Payload::Notify(malformed_notify(&error))];
+                    let error = Error::Malformed { exchange: header.exchange_type, error };
+                    let answer = error.refusal();
                     let sk = e.keys.sk(self.role == Role::Initiator);
                     let h = self.header(header.exchange_type, header.message_id, true);
                     let bytes = seal(&sk, &h, &answer, rng);
@@ -1177,7 +1165,7 @@ impl IkeSa {
         match then {
             Some(Then::Close) => {
                 self.pending = None;
-                self.events.push_back(Event::Closed { reason: "deleted by the peer".into() });
+                self.events.push_back(Event::Closed { error: Error::DeletedByPeer });
                 State::Dead
             }
             Some(Then::Switch(new)) => {
@@ -1232,9 +1220,7 @@ impl IkeSa {
         let (answer, closed) = match hdr.exchange_type {
             ExchangeType::Informational => self.informational(est, &opened.payloads),
             // A rekey that crossed ours, arriving after ours completed (section 2.25).
-            ExchangeType::CreateChildSa => {
-                (Refusal { kind: NotifyType::TemporaryFailure, data: vec![] }.payloads(), false)
-            }
+            ExchangeType::CreateChildSa => (Error::Busy.refusal(), false),
             _ => return,
         };
         let old = &est.retired[idx];
@@ -1309,10 +1295,10 @@ impl IkeSa {
         payloads: &[Payload],
         rng: &mut dyn Random,
     ) -> (Vec<Payload>, Option<Then>) {
-        let temporary = || Refusal { kind: NotifyType::TemporaryFailure, data: vec![] }.payloads();
+        let temporary = || Error::Busy.refusal();
         let request = match create_child_sa::parse_request(payloads) {
             Ok(r) => r,
-            Err(refusal) => return (refusal.payloads(), None),
+            Err(refusal) => return (refusal.refusal(), None),
         };
         let prf_d = (e.keys.algorithms.prf, e.keys.ike.sk_d.as_slice());
         match request {
@@ -1331,7 +1317,7 @@ impl IkeSa {
                     (NONCE_LEN, rng),
                 ) {
                     Ok(ans) => ans,
-                    Err(refusal) => return (refusal.payloads(), None),
+                    Err(refusal) => return (refusal.refusal(), None),
                 };
                 let spis = (ans.spi_i, spi);
                 let keys = Keys {
@@ -1354,15 +1340,7 @@ impl IkeSa {
                 let old = match rekey {
                     None => None,
                     Some(theirs) => match e.children.iter().find(|c| c.spi_out == theirs) {
-                        None => {
-                            let refusal = NotifyRepr {
-                                protocol: Some(ProtocolId::Esp),
-                                spi: theirs.to_be_bytes().to_vec(),
-                                kind: NotifyType::ChildSaNotFound,
-                                data: vec![],
-                            };
-                            return (vec![Payload::Notify(refusal)], None);
-                        }
+                        None => return (Error::ChildSaNotFound(theirs).refusal(), None),
                         Some(c) if c.closing => return (temporary(), None),
                         Some(c) => Some(c.spi_in),
                     },
@@ -1376,7 +1354,7 @@ impl IkeSa {
                     (NONCE_LEN, rng),
                 ) {
                     Ok(ans) => ans,
-                    Err(refusal) => return (refusal.payloads(), None),
+                    Err(refusal) => return (refusal.refusal(), None),
                 };
                 let made = ans.child.spi_in;
                 e.children.push(Child { spi_in: made, spi_out: ans.child.spi_out, closing: false });
@@ -1418,7 +1396,7 @@ impl IkeSa {
         }
         match asked {
             Asked::DeleteIke => {
-                self.events.push_back(Event::Closed { reason: "deleted by us".into() });
+                self.events.push_back(Event::Closed { error: Error::DeletedByUs });
                 return State::Dead;
             }
             Asked::DeleteChild(spi_in, spi_out) => {
@@ -1499,17 +1477,8 @@ impl IkeSa {
                     offer.rekey.map_or(Intent::CreateChild, Intent::RekeyChild),
                 ) => {}
             Err(f) => {
-                let what = match offer.rekey {
-                    Some(old) => format!("rekey of child SA {old:#010x}"),
-                    None => "new child SA".to_string(),
-                };
-                let reason = match f {
-                    Failure::NotFound => format!("{what}: the peer has no such child SA"),
-                    Failure::Temporary => format!("{what}: the peer stayed busy"),
-                    Failure::RetryWithGroup(_) => format!("{what}: no D-H group agreed"),
-                    Failure::Failed(why) => format!("{what}: {why}"),
-                };
-                self.events.push_back(Event::ChildFailed { reason });
+                let error = f.into_error();
+                self.events.push_back(Event::ChildFailed { rekey: offer.rekey, error });
             }
         }
     }
@@ -1582,13 +1551,7 @@ impl IkeSa {
             }
             Err(Failure::Temporary) if Self::later(now, rng, e, Intent::RekeyIke) => {}
             Err(f) => {
-                let reason = match f {
-                    Failure::Failed(why) => format!("IKE SA rekey: {why}"),
-                    Failure::Temporary => "IKE SA rekey: the peer stayed busy".into(),
-                    Failure::RetryWithGroup(_) => "IKE SA rekey: no D-H group agreed".into(),
-                    Failure::NotFound => "IKE SA rekey: refused".into(),
-                };
-                self.events.push_back(Event::IkeRekeyFailed { reason });
+                self.events.push_back(Event::IkeRekeyFailed { error: f.into_error() });
             }
         }
     }
@@ -1653,7 +1616,7 @@ impl IkeSa {
             // A responder under load asks for a cookie: the same request again, the
             // cookie first (section 2.6). A few times at most, against a loop.
             Outcome::Cookie(_) if cookies >= MAX_COOKIE_RETRIES => {
-                self.fail("the peer keeps asking for a cookie".into())
+                self.fail(Misbehavior::CookieLoop.into())
             }
             Outcome::Cookie(cookie) => {
                 let p = &self.cfg.policy;
@@ -1662,13 +1625,13 @@ impl IkeSa {
                 self.send_request(now, request.clone());
                 State::InitSent { group, kp, ni, request, cookies: cookies + 1 }
             }
-            Outcome::Failed(reason) => self.fail(reason),
+            Outcome::Failed(error) => self.fail(error),
             Outcome::Accepted { algorithms, spi_r, ke, nr } => {
                 self.spi_r = spi_r;
                 let keys = match Keys::derive(algorithms, &kp, &ke, (&ni, &nr), (self.spi_i, spi_r))
                 {
                     Ok(k) => k,
-                    Err(reason) => return self.fail(format!("IKE_SA_INIT: {reason}")),
+                    Err(e) => return self.fail(Misbehavior::InvalidKe(e).into()),
                 };
                 let child_spi = random_esp_spi(rng);
                 let ctx = AuthContext {
@@ -1690,10 +1653,7 @@ impl IkeSa {
                     }
                     // Nothing we could sign would be accepted: say so rather than send an
                     // IKE_AUTH the peer must refuse.
-                    Err(why) => {
-                        return self
-                            .fail(format!("IKE_AUTH: cannot authenticate ourselves: {why}"));
-                    }
+                    Err(error) => return self.fail(error),
                 };
                 let bytes = seal(
                     &keys.sk(true),
@@ -1746,11 +1706,11 @@ impl IkeSa {
                 && header.flags.initiator
                 && !header.flags.response
             {
-                let answer = vec![Payload::Notify(malformed_notify(&error))];
+                let error = Error::Malformed { exchange: ExchangeType::IkeAuth, error };
                 let h = self.header(ExchangeType::IkeAuth, 1, true);
-                let bytes = seal(&keys.sk(false), &h, &answer, rng);
+                let bytes = seal(&keys.sk(false), &h, &error.refusal(), rng);
                 self.send_response(datagram, bytes);
-                return self.fail(format!("IKE_AUTH: the peer's request is malformed: {error}"));
+                return self.fail(error);
             }
             return State::InitAnswered { keys, ni, nr, first, peer_first };
         };
@@ -1778,19 +1738,17 @@ impl IkeSa {
                 self.initial_contact = initial_contact;
                 self.events.push_back(Event::IkeUp { peer, algorithms: keys.algorithms });
                 // The initiator's requests so far were 0 and 1; the responder made none.
-                let e = Established::new(keys, 0, 2, child.as_ref());
+                let e = Established::new(keys, 0, 2, child.as_ref().ok());
                 match child {
-                    Some(c) => self.events.push_back(Event::ChildUp(c)),
-                    None => self.events.push_back(Event::ChildFailed {
-                        reason: "child SA refused (see our response)".into(),
-                    }),
+                    Ok(c) => self.events.push_back(Event::ChildUp(c)),
+                    Err(error) => self.events.push_back(Event::ChildFailed { rekey: None, error }),
                 }
                 State::Established(e)
             }
-            Err(ike_auth::Refused { response, reason }) => {
-                let bytes = seal(&keys.sk(false), &header, &response, rng);
+            Err(error) => {
+                let bytes = seal(&keys.sk(false), &header, &error.refusal(), rng);
                 self.send_response(datagram, bytes);
-                self.fail(format!("IKE_AUTH: {reason}"))
+                self.fail(error)
             }
         }
     }
@@ -1824,11 +1782,11 @@ impl IkeSa {
                 let e = Established::new(keys, 2, 0, child.as_ref().ok());
                 match child {
                     Ok(c) => self.events.push_back(Event::ChildUp(c)),
-                    Err(reason) => self.events.push_back(Event::ChildFailed { reason }),
+                    Err(error) => self.events.push_back(Event::ChildFailed { rekey: None, error }),
                 }
                 State::Established(e)
             }
-            Err(reason) => self.fail(format!("IKE_AUTH: {reason}")),
+            Err(error) => self.fail(error),
         }
     }
 }
@@ -1842,6 +1800,7 @@ pub(crate) mod tests {
     use crate::crypto::auth::{EcdsaP256Signer, EcdsaP256Verifier, Ed25519Signer, Ed25519Verifier};
     use crate::crypto::sk::SkCipher;
     use crate::crypto::tests::TestRng;
+    use crate::error::AuthFailure;
     use crate::wire::id::IdType;
 
     /// Test stand-in for the `ca` crate: the "certificate" is the raw public key, and
@@ -1859,12 +1818,13 @@ pub(crate) mod tests {
             &self,
             id: &IdRepr,
             certs: &[Vec<u8>],
-        ) -> Result<Box<dyn Verifier>, String> {
+        ) -> Result<Box<dyn Verifier>, Box<dyn std::error::Error + Send + Sync>> {
             if *id != self.expect {
                 return Err(format!(
                     "identity {:?} is not the expected peer",
                     String::from_utf8_lossy(&id.data)
-                ));
+                )
+                .into());
             }
             let cert = certs.first().ok_or("no certificate")?;
             match (&self.ed25519, &self.p256, &self.rsa) {
@@ -2085,7 +2045,10 @@ pub(crate) mod tests {
         assert!(resp.is_none(), "the responder keeps no state");
         let ev = events(&mut init);
         assert!(
-            matches!(&ev[..], [Event::Failed { reason }] if reason.contains("NoProposalChosen")),
+            matches!(
+                &ev[..],
+                [Event::Failed { error: Error::PeerRefused(NotifyType::NoProposalChosen) }]
+            ),
             "{ev:?}"
         );
     }
@@ -2103,11 +2066,14 @@ pub(crate) mod tests {
         let mut resp = resp.unwrap();
         let (ie, re) = (events(&mut init), events(&mut resp));
         assert!(
-            matches!(&re[..], [Event::Failed { reason }] if reason.contains("does not match")),
+            matches!(&re[..], [Event::Failed { error }] if error.to_string().contains("does not match")),
             "{re:?}"
         );
         assert!(
-            matches!(&ie[..], [Event::Failed { reason }] if reason.contains("AuthenticationFailed")),
+            matches!(
+                &ie[..],
+                [Event::Failed { error: Error::Authentication(AuthFailure::Refused) }]
+            ),
             "{ie:?}"
         );
         assert!(!init.is_established() && !resp.is_established());
@@ -2119,7 +2085,7 @@ pub(crate) mod tests {
         let (mut init, _, _) = run(i_cfg, &r_cfg, &mut rng, &mut |_, _| {});
         let ie = events(&mut init);
         assert!(
-            matches!(&ie[..], [Event::Failed { reason }] if reason.contains("not the expected peer")),
+            matches!(&ie[..], [Event::Failed { error }] if error.to_string().contains("not the expected peer")),
             "{ie:?}"
         );
     }
@@ -2293,7 +2259,7 @@ pub(crate) mod tests {
         let (mut init, _, took, sent) = run_lossy(i_cfg, &r_cfg, &mut rng, net);
         let ie = events(&mut init);
         assert!(
-            matches!(&ie[..], [Event::Failed { reason }] if reason.contains("did not answer (5 sends")),
+            matches!(&ie[..], [Event::Failed { error }] if error.to_string().contains("did not answer (5 sends")),
             "{ie:?}"
         );
         assert_eq!(sent, 5, "the request went out five times");
@@ -2345,14 +2311,8 @@ pub(crate) mod tests {
             assert!(!del.delete(now, &mut rng), "one request at a time");
             assert_eq!(shuttle(del, other, now, &mut rng), 2);
             let (de, oe) = (events(del), events(other));
-            assert!(
-                matches!(&de[..], [Event::Closed { reason }] if reason == "deleted by us"),
-                "{de:?}"
-            );
-            assert!(
-                matches!(&oe[..], [Event::Closed { reason }] if reason == "deleted by the peer"),
-                "{oe:?}"
-            );
+            assert!(matches!(&de[..], [Event::Closed { error: Error::DeletedByUs }]), "{de:?}");
+            assert!(matches!(&oe[..], [Event::Closed { error: Error::DeletedByPeer }]), "{oe:?}");
             assert!(!del.is_established() && !other.is_established());
             assert!(del.poll_timeout().is_none());
         }
@@ -2408,7 +2368,7 @@ pub(crate) mod tests {
         let ie = events(&mut init);
         assert_eq!(sends, 5);
         assert!(
-            matches!(&ie[..], [Event::Failed { reason }] if reason.contains("did not answer")),
+            matches!(&ie[..], [Event::Failed { error }] if error.to_string().contains("did not answer")),
             "{ie:?}"
         );
     }
@@ -2681,7 +2641,7 @@ pub(crate) mod tests {
         assert_eq!(sends, 5);
         let ie = events(&mut init);
         assert!(
-            matches!(&ie[..], [Event::Failed { reason }] if reason.contains("did not answer")),
+            matches!(&ie[..], [Event::Failed { error }] if error.to_string().contains("did not answer")),
             "{ie:?}"
         );
         assert!(!init.is_established());

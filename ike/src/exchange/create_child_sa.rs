@@ -18,6 +18,7 @@
 use crate::crypto::dh::{Group, KeyPair};
 use crate::crypto::keys::{IkeKeys, child_keymat, ike_keys, skeyseed_rekey};
 use crate::crypto::{Prf, Random, Secret};
+use crate::error::{Error, Misbehavior};
 use crate::proposal::{EspAlgorithms, IkeAlgorithms, Policy, esp_proposal, ike_proposals};
 use crate::sa::{ChildMode, ChildSa, Config};
 use crate::wire::{
@@ -29,26 +30,6 @@ use crate::wire::{
     ts::{TrafficSelector, TsRepr},
 };
 
-/// A refusal as the responder sends it: one error notification.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// The error.
-    pub kind: NotifyType,
-    /// Its data (the group wanted, for `INVALID_KE_PAYLOAD`).
-    pub data: Vec<u8>,
-}
-
-impl Refusal {
-    fn new(kind: NotifyType) -> Self {
-        Self { kind, data: Vec::new() }
-    }
-
-    /// The response's payloads.
-    pub fn payloads(&self) -> Vec<Payload> {
-        vec![Payload::Notify(NotifyRepr::new(self.kind, self.data.clone()))]
-    }
-}
-
 /// Why an exchange we initiated did not give us what we asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -58,8 +39,28 @@ pub enum Failure {
     Temporary,
     /// `CHILD_SA_NOT_FOUND`: the peer no longer has the child SA we wanted to rekey.
     NotFound,
-    /// Anything else, in one line.
-    Failed(String),
+    /// Anything else.
+    Failed(Error),
+}
+
+impl Failure {
+    /// The error to report once we stop asking.
+    pub fn into_error(self) -> Error {
+        match self {
+            Failure::RetryWithGroup(_) => Error::PeerRefused(NotifyType::InvalidKePayload),
+            Failure::Temporary => Error::PeerBusy,
+            Failure::NotFound => Error::PeerChildSaNotFound,
+            Failure::Failed(e) => e,
+        }
+    }
+}
+
+fn bad(why: &'static str) -> Failure {
+    Failure::Failed(Misbehavior::BadAnswer(why).into())
+}
+
+fn syntax(why: &'static str) -> Error {
+    Misbehavior::InvalidRequest(why).into()
 }
 
 pub(crate) fn selectors(payloads: &[Payload]) -> (Option<&TsRepr>, Option<&TsRepr>) {
@@ -184,12 +185,12 @@ fn failure_of(
                 Some(g) if Some(g) != sent && offered_groups.contains(&g) => {
                     Failure::RetryWithGroup(g)
                 }
-                _ => Failure::Failed("the peer asked for a D-H group we did not offer".into()),
+                _ => Failure::Failed(Misbehavior::UnofferedGroup.into()),
             }
         }
         NotifyType::TemporaryFailure => Failure::Temporary,
         NotifyType::ChildSaNotFound => Failure::NotFound,
-        kind => Failure::Failed(format!("the peer refused: {kind:?}")),
+        kind => Failure::Failed(Error::PeerRefused(kind)),
     })
 }
 
@@ -272,7 +273,7 @@ impl ChildOffer {
         if let Some(f) = failure_of(payloads, &cfg.policy.pfs_groups, sent) {
             return Err(f);
         }
-        let fail = |why: &str| Failure::Failed(why.to_string());
+        let fail = bad;
         if !has_notify(payloads, NotifyType::UseTransportMode) {
             return Err(fail("the peer did not accept transport mode"));
         }
@@ -292,7 +293,7 @@ impl ChildOffer {
         }
         let g_ir = match (&self.kp, peer_ke) {
             (Some(kp), Some(k)) => {
-                Some(kp.agree(&k.data).map_err(|e| Failure::Failed(format!("PFS: {e}")))?)
+                Some(kp.agree(&k.data).map_err(|e| Failure::Failed(Misbehavior::from(e).into()))?)
             }
             (None, None) => None,
             _ => return Err(fail("the KE payloads of the exchange do not match")),
@@ -378,7 +379,7 @@ impl IkeOffer {
         if let Some(f) = failure_of(payloads, &policy.groups, Some(self.kp.group())) {
             return Err(f);
         }
-        let fail = |why: &str| Failure::Failed(why.to_string());
+        let fail = bad;
         let sa = first_sa(payloads).ok_or_else(|| fail("no SA payload in the answer"))?;
         let nr = nonce(payloads).ok_or_else(|| fail("no nonce in the answer"))?;
         let peer_ke = ke(payloads).ok_or_else(|| fail("no KE payload in the answer"))?;
@@ -396,7 +397,10 @@ impl IkeOffer {
         if spi_r == 0 {
             return Err(fail("the peer's new IKE SPI is zero"));
         }
-        let g_ir = self.kp.agree(&peer_ke.data).map_err(|e| Failure::Failed(e.to_string()))?;
+        let g_ir = self
+            .kp
+            .agree(&peer_ke.data)
+            .map_err(|e| Failure::Failed(Misbehavior::from(e).into()))?;
         Ok(IkeAnswer { algorithms, spi_r, nr: nr.to_vec(), g_ir })
     }
 }
@@ -431,16 +435,18 @@ pub enum Request<'a> {
 /// Sorts out a request; a request that is not well formed is refused with
 /// `INVALID_SYNTAX` (section 2.21.2), one for something we do not do with
 /// `NO_PROPOSAL_CHOSEN`.
-pub fn parse_request(payloads: &[Payload]) -> Result<Request<'_>, Refusal> {
-    let syntax = || Refusal::new(NotifyType::InvalidSyntax);
-    let sa = first_sa(payloads).ok_or_else(syntax)?;
-    let ni = nonce(payloads).ok_or_else(syntax)?;
-    let protocol = sa.proposals.first().map(|p| p.protocol).ok_or_else(syntax)?;
+pub fn parse_request(payloads: &[Payload]) -> Result<Request<'_>, Error> {
+    let sa = first_sa(payloads).ok_or_else(|| syntax("no SA payload"))?;
+    let ni = nonce(payloads).ok_or_else(|| syntax("no nonce"))?;
+    let protocol =
+        sa.proposals.first().map(|p| p.protocol).ok_or_else(|| syntax("an empty SA payload"))?;
     if sa.proposals.iter().any(|p| p.protocol != protocol) {
-        return Err(syntax());
+        return Err(syntax("proposals of different protocols"));
     }
     match protocol {
-        ProtocolId::Ike => Ok(Request::Ike { sa, ni, ke: ke(payloads).ok_or_else(syntax)? }),
+        ProtocolId::Ike => {
+            Ok(Request::Ike { sa, ni, ke: ke(payloads).ok_or_else(|| syntax("no KE payload"))? })
+        }
         ProtocolId::Esp => {
             let rekey = payloads
                 .iter()
@@ -453,12 +459,12 @@ pub fn parse_request(payloads: &[Payload]) -> Result<Request<'_>, Refusal> {
                         .ok()
                         .filter(|_| n.protocol == Some(ProtocolId::Esp))
                         .map(u32::from_be_bytes)
-                        .ok_or_else(syntax)
+                        .ok_or_else(|| syntax("a REKEY_SA without an ESP SPI"))
                 })
                 .transpose()?;
             Ok(Request::Child { rekey, sa, ni, ke: ke(payloads), payloads })
         }
-        _ => Err(Refusal::new(NotifyType::NoProposalChosen)),
+        _ => Err(Error::NoProposalChosen),
     }
 }
 
@@ -479,17 +485,17 @@ pub fn answer_child(
     (sa, ni, peer_ke, payloads): (&SaRepr, &[u8], Option<&KeRepr>, &[Payload]),
     spi: [u8; 4],
     (nonce_len, rng): (usize, &mut dyn Random),
-) -> Result<ChildAnswer, Refusal> {
+) -> Result<ChildAnswer, Error> {
     if !has_notify(payloads, NotifyType::UseTransportMode) {
-        return Err(Refusal::new(NotifyType::NoProposalChosen)); // the mesh only does transport
+        return Err(Error::NoProposalChosen); // the mesh only does transport
     }
     let (local, remote) = (cfg.local_ts(), cfg.remote_ts());
     let (tsi, tsr) = selectors(payloads);
     if !(tsi.is_some_and(|t| covers(t, &remote)) && tsr.is_some_and(|t| covers(t, &local))) {
-        return Err(Refusal::new(NotifyType::TsUnacceptable));
+        return Err(Error::TsUnacceptable);
     }
     let ke_group = match peer_ke {
-        Some(k) => Some(Group::from_id(k.group).ok_or(Refusal::new(NotifyType::InvalidSyntax))?),
+        Some(k) => Some(Group::from_id(k.group).ok_or_else(|| syntax("a KE of an unknown group"))?),
         None => None,
     };
     let Ok((algs, chosen)) = cfg.policy.choose_esp(sa, spi, ke_group) else {
@@ -503,10 +509,8 @@ pub fn answer_child(
             .filter_map(|t| Group::from_id(t.id))
             .find(|g| Some(*g) != ke_group && cfg.policy.choose_esp(sa, spi, Some(*g)).is_ok());
         return Err(match (ke_group, other) {
-            (Some(_), Some(g)) => {
-                Refusal { kind: NotifyType::InvalidKePayload, data: g.id().to_be_bytes().to_vec() }
-            }
-            _ => Refusal::new(NotifyType::NoProposalChosen),
+            (Some(_), Some(g)) => Error::InvalidKe(g),
+            _ => Error::NoProposalChosen,
         });
     };
     let peer_spi = offered_spi(sa, &chosen).to_vec();
@@ -519,7 +523,7 @@ pub fn answer_child(
     let g_ir = match (algs.group, peer_ke) {
         (Some(g), Some(k)) => {
             let kp = KeyPair::generate(g, rng);
-            let shared = kp.agree(&k.data).map_err(|_| Refusal::new(NotifyType::InvalidSyntax))?;
+            let shared = kp.agree(&k.data).map_err(Misbehavior::from)?;
             response.push(Payload::Ke(KeRepr { group: g.id(), data: kp.public().to_vec() }));
             Some(shared)
         }
@@ -558,22 +562,18 @@ pub fn answer_ike(
     (sa, peer_ke): (&SaRepr, &KeRepr),
     spi: u64,
     (nonce_len, rng): (usize, &mut dyn Random),
-) -> Result<IkeRekeyAnswer, Refusal> {
-    let (algorithms, chosen) = policy
-        .choose_ike(sa, &spi.to_be_bytes())
-        .map_err(|_| Refusal::new(NotifyType::NoProposalChosen))?;
+) -> Result<IkeRekeyAnswer, Error> {
+    let (algorithms, chosen) =
+        policy.choose_ike(sa, &spi.to_be_bytes()).map_err(|_| Error::NoProposalChosen)?;
     if peer_ke.group != algorithms.group.id() {
-        return Err(Refusal {
-            kind: NotifyType::InvalidKePayload,
-            data: algorithms.group.id().to_be_bytes().to_vec(),
-        });
+        return Err(Error::InvalidKe(algorithms.group));
     }
     let spi_i = <[u8; 8]>::try_from(offered_spi(sa, &chosen)).map_or(0, u64::from_be_bytes);
     if spi_i == 0 {
-        return Err(Refusal::new(NotifyType::InvalidSyntax));
+        return Err(syntax("a zero SPI for the new IKE SA"));
     }
     let kp = KeyPair::generate(algorithms.group, rng);
-    let g_ir = kp.agree(&peer_ke.data).map_err(|_| Refusal::new(NotifyType::InvalidSyntax))?;
+    let g_ir = kp.agree(&peer_ke.data).map_err(Misbehavior::from)?;
     let nr = random_vec(rng, nonce_len);
     let response = vec![
         Payload::Sa(chosen),

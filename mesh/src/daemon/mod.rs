@@ -1220,7 +1220,11 @@ impl Daemon {
                 }
                 self.save();
             }
-            Event::ChildFailed { reason } => {
+            Event::ChildFailed { rekey, error } => {
+                let reason = match rekey {
+                    Some(old) => format!("rekey of child SA {old:#010x}: {error}"),
+                    None => format!("new child SA: {error}"),
+                };
                 warn!(peer = %name, "child SA refused: {reason}");
                 if let Some(p) = self.peers.get_mut(&name) {
                     p.last_error = Some(format!("child SA: {reason}"));
@@ -1232,14 +1236,15 @@ impl Daemon {
                 }
                 debug!(peer = %name, "IKE SA rekeyed");
             }
-            Event::IkeRekeyFailed { reason } => {
+            Event::IkeRekeyFailed { error } => {
+                let reason = error.to_string();
                 warn!(peer = %name, "IKE rekey failed: {reason}");
                 if let Some(p) = self.peers.get_mut(&name) {
                     p.last_error = Some(format!("IKE rekey: {reason}"));
                 }
             }
-            Event::Closed { reason } | Event::Failed { reason } => {
-                self.sa_gone(now, &name, h, &reason);
+            Event::Closed { error } | Event::Failed { error } => {
+                self.sa_gone(now, &name, h, &error.to_string());
             }
             Event::PeerNotify { kind, data } if kind == rollout::LEVEL_NOTIFY => {
                 match rollout::decode_level(&data) {

@@ -339,14 +339,14 @@ impl Peer {
                 self.children.retain(|c| c.0 != spi_in);
                 println!("child-down in={spi_in:#010x} out={spi_out:#010x}");
             }
-            Event::ChildFailed { reason } => println!("child-failed {reason}"),
+            Event::ChildFailed { error, .. } => println!("child-failed {error}"),
             Event::IkeRekeyed { spis, .. } => {
                 println!("ike-rekeyed spis={:016x}_{:016x}", spis.0, spis.1);
             }
-            Event::IkeRekeyFailed { reason } => println!("ike-rekey-failed {reason}"),
+            Event::IkeRekeyFailed { error } => println!("ike-rekey-failed {error}"),
             Event::PeerAlive => println!("alive"),
-            Event::Closed { reason } => println!("closed {reason}"),
-            Event::Failed { reason } => println!("failed {reason}"),
+            Event::Closed { error } => println!("closed {error}"),
+            Event::Failed { error } => println!("failed {error}"),
             other => println!("event {other:?}"),
         }
         Ok(())
