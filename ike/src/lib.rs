@@ -22,10 +22,12 @@
 //! `ike` depends on no other ikemesh crate: certificate checks and policy decisions are
 //! traits defined here and implemented by `ca` and `mesh`.
 
+pub mod config;
 pub mod cookie;
 pub mod crypto;
 pub mod endpoint;
 pub mod error;
+pub mod event;
 pub mod exchange;
 pub mod proposal;
 pub mod sa;

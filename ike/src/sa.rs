@@ -22,49 +22,27 @@
 //! after 1 to 3 s. An IKE SA replaced by a rekey is kept, under its own SPIs and keys,
 //! until its delete is done.
 
-use crate::crypto::auth::{SigAlg, Signer, Verifier};
+pub use crate::config::{ChildMode, ChildSa, Config, PeerAuthenticator, Retransmit};
+use crate::crypto::Random;
 use crate::crypto::dh::{DhError, Group, KeyPair};
 use crate::crypto::keys::{IkeKeys, ike_keys, skeyseed};
 use crate::crypto::sk::{OpenError, SkKeys, open, seal};
-use crate::crypto::{Random, Secret};
 use crate::error::{Error, Misbehavior};
+pub use crate::event::{Event, Role};
 use crate::exchange::create_child_sa::{
     self, ChildOffer, Failure, IkeOffer, Request, rekeyed_ike_keys,
 };
 use crate::exchange::ike_auth::{self, AuthContext};
 use crate::exchange::ike_sa_init::{self, Answer, Outcome};
-use crate::proposal::{EspAlgorithms, IkeAlgorithms, Policy, ike_proposals};
+use crate::proposal::{IkeAlgorithms, ike_proposals};
 use crate::wire::{
     ExchangeType, Flags, HeaderPacket, HeaderRepr, Message, Payload, PayloadType,
-    id::IdRepr,
     notify::{NotifyRepr, NotifyType},
-    ts::TrafficSelector,
 };
 use crate::wire::{delete::DeleteRepr, sa::ProtocolId};
 use std::collections::VecDeque;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// When our requests are sent again (RFC 7296 section 2.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retransmit {
-    /// Wait before the first retransmission.
-    pub base: Duration,
-    /// Each wait is the previous one times `factor_num / factor_den`.
-    pub factor_num: u32,
-    /// See `factor_num`.
-    pub factor_den: u32,
-    /// Sends in all, the first included; after the last one's wait, the SA is given up.
-    pub tries: u32,
-}
-
-impl Default for Retransmit {
-    /// 4 s, x1.8 per try, 5 sends: strongSwan's defaults (give-up after about 70 s).
-    fn default() -> Self {
-        Self { base: Duration::from_secs(4), factor_num: 9, factor_den: 5, tries: 5 }
-    }
-}
 
 /// Our outstanding request.
 struct Pending {
@@ -85,185 +63,6 @@ struct Cached {
 fn digest(datagram: &[u8]) -> (usize, [u8; 32]) {
     use sha2::Digest as _;
     (datagram.len(), sha2::Sha256::digest(datagram).into())
-}
-
-/// Checks a peer's certificates and identity, and hands back a verifier for its key.
-/// The `ca` crate implements it against the mesh's trust bundle and CRL.
-pub trait PeerAuthenticator: Send + Sync {
-    /// The verifier for the key of the peer that presented `certs` (DER, leaf first)
-    /// under identity `id`, or why it is refused: its `Display` is one line, and it is
-    /// reported as [`AuthFailure::Certificate`](crate::error::AuthFailure::Certificate).
-    fn authenticate(
-        &self,
-        id: &IdRepr,
-        certs: &[Vec<u8>],
-    ) -> Result<Box<dyn Verifier>, Box<dyn std::error::Error + Send + Sync>>;
-}
-
-/// How one side of an IKE SA behaves.
-pub struct Config {
-    /// Algorithms offered (as initiator) and accepted (as responder).
-    pub policy: Policy,
-    /// Our identity.
-    pub local_id: IdRepr,
-    /// Our certificate chain, DER, leaf first.
-    pub certs: Vec<Vec<u8>>,
-    /// Signs our AUTH payloads.
-    pub signer: Arc<dyn Signer + Send + Sync>,
-    /// Checks the peer.
-    pub authenticator: Arc<dyn PeerAuthenticator>,
-    /// Signature algorithms accepted from the peer.
-    pub signature_algorithms: Vec<SigAlg>,
-    /// Retransmission of our requests.
-    pub retransmit: Retransmit,
-    /// Our address (the child SA protects traffic between the two hosts).
-    pub local_addr: IpAddr,
-    /// The peer's address.
-    pub remote_addr: IpAddr,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("local_id", &self.local_id)
-            .field("local_addr", &self.local_addr)
-            .field("remote_addr", &self.remote_addr)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Config {
-    pub(crate) fn local_ts(&self) -> TrafficSelector {
-        TrafficSelector::host(self.local_addr)
-    }
-
-    pub(crate) fn remote_ts(&self) -> TrafficSelector {
-        TrafficSelector::host(self.remote_addr)
-    }
-}
-
-/// A child SA, as the `xfrm` crate needs it to install the pair of ESP SAs.
-pub struct ChildSa {
-    /// SPI of the inbound SA (ours).
-    pub spi_in: u32,
-    /// SPI of the outbound SA (the peer's).
-    pub spi_out: u32,
-    /// AES-GCM key and salt for the inbound SA.
-    pub key_in: Secret,
-    /// AES-GCM key and salt for the outbound SA.
-    pub key_out: Secret,
-    /// Negotiated ESP algorithms.
-    pub algorithms: EspAlgorithms,
-    /// The mode both sides agreed on (`USE_TRANSPORT_MODE`).
-    pub mode: ChildMode,
-    /// Our side's selector.
-    pub local: TrafficSelector,
-    /// The peer's side's selector.
-    pub remote: TrafficSelector,
-}
-
-impl std::fmt::Debug for ChildSa {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChildSa")
-            .field("spi_in", &format_args!("{:#010x}", self.spi_in))
-            .field("spi_out", &format_args!("{:#010x}", self.spi_out))
-            .field("algorithms", &self.algorithms)
-            .field("mode", &self.mode)
-            .field("local", &self.local)
-            .field("remote", &self.remote)
-            .finish_non_exhaustive()
-    }
-}
-
-/// How a child SA carries traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ChildMode {
-    /// ESP between the two hosts' own addresses (RFC 4303 section 3.1.1): the only mode
-    /// a mesh needs, asked for and confirmed with `USE_TRANSPORT_MODE`.
-    Transport,
-}
-
-/// What happened, for the caller.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Event {
-    /// The IKE SA is authenticated both ways.
-    IkeUp {
-        /// The peer's identity, as authenticated.
-        peer: IdRepr,
-        /// The negotiated algorithms.
-        algorithms: IkeAlgorithms,
-    },
-    /// A child SA is up: install it.
-    ChildUp(ChildSa),
-    /// A child SA replaces another (a rekey, section 2.8): install it beside the old
-    /// one, which goes with its own [`Event::ChildDown`] once the rekey is complete.
-    ChildRekeyed {
-        /// Inbound SPI of the child SA it replaces.
-        old_spi_in: u32,
-        /// The new child SA.
-        child: ChildSa,
-    },
-    /// The IKE SA stands but a child SA could not be had (refused by the peer or by us,
-    /// or its answer was not acceptable).
-    ChildFailed {
-        /// For a rekey, the inbound SPI of the child SA it was to replace (which stays).
-        rekey: Option<u32>,
-        /// Why.
-        error: Error,
-    },
-    /// The IKE SA was deleted, by us or by the peer (an orderly end).
-    Closed {
-        /// Who deleted it: [`Error::DeletedByUs`] or [`Error::DeletedByPeer`].
-        error: Error,
-    },
-    /// A child SA was deleted: remove it from the kernel.
-    ChildDown {
-        /// SPI of its inbound SA.
-        spi_in: u32,
-        /// SPI of its outbound SA.
-        spi_out: u32,
-    },
-    /// The peer answered a liveness check.
-    PeerAlive,
-    /// The peer's `INFORMATIONAL` request carried a Notify payload of a private use
-    /// status type (section 3.10.1; sent with [`IkeSa::notify`]). Raised once per
-    /// request, however often the request is retransmitted.
-    PeerNotify {
-        /// The Notify Message Type, in 40960..=65535.
-        kind: u16,
-        /// The Notification Data.
-        data: Vec<u8>,
-    },
-    /// The IKE SA was rekeyed (section 2.18): it goes on under new SPIs and keys, with
-    /// the same child SAs. Datagrams for the old SPIs still reach this SA until the old
-    /// one is deleted.
-    IkeRekeyed {
-        /// The new initiator's and responder's SPIs.
-        spis: (u64, u64),
-        /// The new SA's algorithms.
-        algorithms: IkeAlgorithms,
-    },
-    /// A rekey of the IKE SA failed; the SA goes on with its current keys.
-    IkeRekeyFailed {
-        /// Why.
-        error: Error,
-    },
-    /// The IKE SA failed and is gone.
-    Failed {
-        /// Why.
-        error: Error,
-    },
-}
-
-/// Which end of the IKE SA we are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// We sent the first `IKE_SA_INIT`.
-    Initiator,
-    /// We answered it.
-    Responder,
 }
 
 struct Keys {
@@ -1798,10 +1597,14 @@ mod rekey_tests;
 pub(crate) mod tests {
     use super::*;
     use crate::crypto::auth::{EcdsaP256Signer, EcdsaP256Verifier, Ed25519Signer, Ed25519Verifier};
+    use crate::crypto::auth::{SigAlg, Signer, Verifier};
     use crate::crypto::sk::SkCipher;
     use crate::crypto::tests::TestRng;
     use crate::error::AuthFailure;
+    use crate::proposal::Policy;
+    use crate::wire::id::IdRepr;
     use crate::wire::id::IdType;
+    use std::net::IpAddr;
 
     /// Test stand-in for the `ca` crate: the "certificate" is the raw public key, and
     /// the identity must be the one expected.

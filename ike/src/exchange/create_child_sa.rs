@@ -15,12 +15,12 @@
 //! `prf(SK_d (old), g^ir (new) | Ni | Nr)` with the old SA's PRF, and its keys come from
 //! it as in section 2.14 with the new SPIs and the new PRF.
 
+use crate::config::{ChildMode, ChildSa, Config};
 use crate::crypto::dh::{Group, KeyPair};
 use crate::crypto::keys::{IkeKeys, child_keymat, ike_keys, skeyseed_rekey};
 use crate::crypto::{Prf, Random, Secret};
 use crate::error::{Error, Misbehavior};
 use crate::proposal::{EspAlgorithms, IkeAlgorithms, Policy, esp_proposal, ike_proposals};
-use crate::sa::{ChildMode, ChildSa, Config};
 use crate::wire::{
     Payload,
     ke::KeRepr,

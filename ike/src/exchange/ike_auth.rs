@@ -23,6 +23,7 @@
 //! authenticated to. Methods 1, 9 and 14 are accepted from the peer, each only with a
 //! key of its type and an algorithm in [`Config::signature_algorithms`].
 
+use crate::config::{ChildSa, Config};
 use crate::crypto::Prf;
 use crate::crypto::auth::{
     SigAlg, Signer, Verifier, auth_data, signed_octets, verify_auth_data, verify_signature,
@@ -32,7 +33,6 @@ use crate::exchange::create_child_sa::{
     covers, derive_child, has_notify, narrowed_to, offered_spi, selectors,
 };
 use crate::proposal::esp_proposal;
-use crate::sa::{ChildSa, Config};
 use crate::wire::{
     Message, Payload,
     auth::{AuthMethod, AuthRepr},
@@ -410,12 +410,12 @@ pub fn process_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{PeerAuthenticator, Retransmit};
     use crate::crypto::auth::tests::vectors::{
         ED25519_PKCS8, ED25519_SPKI, P256_PKCS8, P256_SPKI, RSA2048_PKCS8, RSA2048_SPKI,
     };
     use crate::crypto::auth::{KeyType, signer_from_pkcs8, verifier_from_spki};
     use crate::exchange::ike_sa_init::{self, HASH_ALGORITHMS};
-    use crate::sa::{PeerAuthenticator, Retransmit};
     use crate::wire::{id::IdType, nonce::NonceRepr};
     use std::sync::Arc;
 

@@ -5,7 +5,10 @@
 
 use super::tests::{config, established, events, shuttle, side};
 use super::*;
+use crate::crypto::Secret;
 use crate::crypto::tests::TestRng;
+use crate::proposal::{EspAlgorithms, Policy};
+use crate::wire::ts::TrafficSelector;
 use std::collections::HashMap;
 
 /// Child SAs by inbound SPI, as each side's events announced them.
