@@ -222,7 +222,7 @@ impl Endpoint {
         let slot = self.slots.get_mut(&handle)?;
         slot.local = local;
         slot.remote = remote;
-        slot.sa.handle(now, datagram, rng);
+        slot.sa.handle_parsed(now, h, datagram, rng);
         self.settle(handle);
         Some(handle)
     }

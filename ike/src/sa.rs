@@ -26,7 +26,7 @@ pub use crate::config::{ChildMode, ChildSa, Config, PeerAuthenticator, Retransmi
 use crate::crypto::Random;
 use crate::crypto::dh::{DhError, Group, KeyPair};
 use crate::crypto::keys::{IkeKeys, ike_keys, skeyseed};
-use crate::crypto::sk::{OpenError, SkKeys, open, seal};
+use crate::crypto::sk::{OpenError, SkKeys, open_parsed, seal};
 use crate::error::{Error, Misbehavior};
 pub use crate::event::{Event, Role};
 use crate::exchange::create_child_sa::{
@@ -360,6 +360,9 @@ fn header_for(
     }
 }
 
+/// A datagram from the peer and its header, parsed once.
+type Inbound<'a> = (HeaderRepr, &'a [u8]);
+
 /// What to do after answering a peer's request.
 enum Then {
     /// The peer deleted the IKE SA.
@@ -633,6 +636,22 @@ impl IkeSa {
     /// A request we answered already, received again, gets the same answer again
     /// (section 2.1), without being processed twice.
     pub fn handle(&mut self, now: Instant, datagram: &[u8], rng: &mut dyn Random) {
+        let header =
+            HeaderPacket::new_checked(datagram).ok().and_then(|p| HeaderRepr::parse(&p).ok());
+        if let Some(header) = header {
+            self.handle_parsed(now, header, datagram, rng);
+        }
+    }
+
+    /// [`IkeSa::handle`] of a datagram whose header the caller parsed already (the
+    /// endpoint, to route it): the header is parsed once, and the SK payload opened once.
+    pub(crate) fn handle_parsed(
+        &mut self,
+        now: Instant,
+        header: HeaderRepr,
+        datagram: &[u8],
+        rng: &mut dyn Random,
+    ) {
         if let Some(c) = &self.cached
             && c.request.0 == datagram.len()
             && c.request == digest(datagram)
@@ -643,19 +662,20 @@ impl IkeSa {
         let state = std::mem::replace(&mut self.state, State::Dead);
         self.state = match state {
             State::InitSent { group, kp, ni, request, cookies } => {
-                self.on_init_response(now, datagram, rng, (group, kp, ni, request, cookies))
+                let inbound = (header, datagram);
+                self.on_init_response(now, inbound, rng, (group, kp, ni, request, cookies))
             }
             State::AuthSent { keys, ni, nr, first, peer_first, child_spi } => self
                 .on_auth_response(
-                    datagram,
+                    (header, datagram),
                     State::AuthSent { keys, ni, nr, first, peer_first, child_spi },
                 ),
             State::InitAnswered { keys, ni, nr, first, peer_first } => self.on_auth_request(
-                datagram,
+                (header, datagram),
                 rng,
                 State::InitAnswered { keys, ni, nr, first, peer_first },
             ),
-            State::Established(e) => self.on_established(now, datagram, rng, e),
+            State::Established(e) => self.on_established(now, (header, datagram), rng, e),
             State::Dead => State::Dead,
         };
     }
@@ -877,22 +897,16 @@ impl IkeSa {
     fn on_established(
         &mut self,
         now: Instant,
-        datagram: &[u8],
+        inbound: Inbound<'_>,
         rng: &mut dyn Random,
         mut e: Box<Established>,
     ) -> State {
-        let Some(spis) = HeaderPacket::new_checked(datagram)
-            .ok()
-            .and_then(|p| HeaderRepr::parse(&p).ok())
-            .map(|h| (h.spi_i, h.spi_r))
-        else {
-            return State::Established(e);
-        };
+        let spis = (inbound.0.spi_i, inbound.0.spi_r);
         if spis == (self.spi_i, self.spi_r) {
-            return self.on_current(now, datagram, rng, e);
+            return self.on_current(now, inbound, rng, e);
         }
         if let Some(i) = e.retired.iter().position(|r| r.spis == spis) {
-            self.on_retired(now, datagram, rng, &mut e, i);
+            self.on_retired(now, inbound, rng, &mut e, i);
         }
         State::Established(e)
     }
@@ -902,12 +916,12 @@ impl IkeSa {
     fn on_current(
         &mut self,
         now: Instant,
-        datagram: &[u8],
+        (header, datagram): Inbound<'_>,
         rng: &mut dyn Random,
         mut e: Box<Established>,
     ) -> State {
         let from_initiator = self.role == Role::Responder;
-        let opened = match open(&e.keys.sk(from_initiator), datagram) {
+        let opened = match open_parsed(&e.keys.sk(from_initiator), header, datagram) {
             Ok(opened) => opened,
             Err(OpenError::Inner { header, error }) => {
                 // Authentic, but not well formed inside: a request gets an error answer.
@@ -990,14 +1004,16 @@ impl IkeSa {
     fn on_retired(
         &mut self,
         now: Instant,
-        datagram: &[u8],
+        (header, datagram): Inbound<'_>,
         rng: &mut dyn Random,
         est: &mut Established,
         idx: usize,
     ) {
         let old = &est.retired[idx];
         let from_initiator = old.role == Role::Responder;
-        let Ok(opened) = open(&old.keys.sk(from_initiator), datagram) else { return };
+        let Ok(opened) = open_parsed(&old.keys.sk(from_initiator), header, datagram) else {
+            return;
+        };
         let hdr = opened.header;
         if hdr.flags.initiator != from_initiator {
             return;
@@ -1394,11 +1410,11 @@ impl IkeSa {
     fn on_init_response(
         &mut self,
         now: Instant,
-        datagram: &[u8],
+        (header, datagram): Inbound<'_>,
         rng: &mut dyn Random,
         (group, kp, ni, request, cookies): (Group, KeyPair, Vec<u8>, Vec<u8>, u8),
     ) -> State {
-        let Ok(msg) = Message::parse(datagram) else {
+        let Ok(msg) = Message::parse_payloads(header, datagram) else {
             return State::InitSent { group, kp, ni, request, cookies };
         };
         let h = &msg.header;
@@ -1473,45 +1489,53 @@ impl IkeSa {
         }
     }
 
-    /// Opens a protected message for this SA of the given exchange, ID and direction.
+    /// Opens, once, a protected message for this SA of the given exchange, ID and
+    /// direction: its payloads; `Err(Some(_))` if it is authentic and of that exchange,
+    /// ID and direction but malformed inside; `Err(None)` if it is not for us at all.
     fn open_for(
         &self,
         keys: &Keys,
-        datagram: &[u8],
+        (header, datagram): Inbound<'_>,
         exchange: ExchangeType,
         id: u32,
         response: bool,
-    ) -> Option<Vec<Payload>> {
+    ) -> Result<Vec<Payload>, Option<crate::wire::Error>> {
         let from_initiator = self.role == Role::Responder;
-        let opened = open(&keys.sk(from_initiator), datagram).ok()?;
-        let h = &opened.header;
-        (h.spi_i == self.spi_i
-            && h.spi_r == self.spi_r
-            && h.exchange_type == exchange
-            && h.message_id == id
-            && h.flags.response == response
-            && h.flags.initiator == from_initiator)
-            .then_some(opened.payloads)
+        let expected = |h: &HeaderRepr| {
+            h.exchange_type == exchange
+                && h.message_id == id
+                && h.flags.response == response
+                && h.flags.initiator == from_initiator
+        };
+        match open_parsed(&keys.sk(from_initiator), header, datagram) {
+            Ok(o) if expected(&o.header) && (o.header.spi_i, o.header.spi_r) == self.spis() => {
+                Ok(o.payloads)
+            }
+            Err(OpenError::Inner { header, error }) if expected(&header) => Err(Some(error)),
+            _ => Err(None),
+        }
     }
 
-    fn on_auth_request(&mut self, datagram: &[u8], rng: &mut dyn Random, state: State) -> State {
+    fn on_auth_request(
+        &mut self,
+        inbound: Inbound<'_>,
+        rng: &mut dyn Random,
+        state: State,
+    ) -> State {
         let State::InitAnswered { keys, ni, nr, first, peer_first } = state else { return state };
-        let Some(payloads) = self.open_for(&keys, datagram, ExchangeType::IkeAuth, 1, false) else {
+        let datagram = inbound.1;
+        let payloads = match self.open_for(&keys, inbound, ExchangeType::IkeAuth, 1, false) {
+            Ok(payloads) => payloads,
             // An authentic IKE_AUTH request that is malformed inside ends the SA, with an
             // answer that says why (section 2.21.2).
-            if let Err(OpenError::Inner { header, error }) = open(&keys.sk(true), datagram)
-                && header.exchange_type == ExchangeType::IkeAuth
-                && header.message_id == 1
-                && header.flags.initiator
-                && !header.flags.response
-            {
+            Err(Some(error)) => {
                 let error = Error::Malformed { exchange: ExchangeType::IkeAuth, error };
                 let h = self.header(ExchangeType::IkeAuth, 1, true);
                 let bytes = seal(&keys.sk(false), &h, &error.refusal(), rng);
                 self.send_response(datagram, bytes);
                 return self.fail(error);
             }
-            return State::InitAnswered { keys, ni, nr, first, peer_first };
+            Err(None) => return State::InitAnswered { keys, ni, nr, first, peer_first },
         };
         let ctx = AuthContext {
             prf: keys.algorithms.prf,
@@ -1552,11 +1576,11 @@ impl IkeSa {
         }
     }
 
-    fn on_auth_response(&mut self, datagram: &[u8], state: State) -> State {
+    fn on_auth_response(&mut self, inbound: Inbound<'_>, state: State) -> State {
         let State::AuthSent { keys, ni, nr, first, peer_first, child_spi } = state else {
             return state;
         };
-        let Some(payloads) = self.open_for(&keys, datagram, ExchangeType::IkeAuth, 1, true) else {
+        let Ok(payloads) = self.open_for(&keys, inbound, ExchangeType::IkeAuth, 1, true) else {
             return State::AuthSent { keys, ni, nr, first, peer_first, child_spi };
         };
         let ctx = AuthContext {
@@ -1599,6 +1623,7 @@ pub(crate) mod tests {
     use crate::crypto::auth::{EcdsaP256Signer, EcdsaP256Verifier, Ed25519Signer, Ed25519Verifier};
     use crate::crypto::auth::{SigAlg, Signer, Verifier};
     use crate::crypto::sk::SkCipher;
+    use crate::crypto::sk::open;
     use crate::crypto::tests::TestRng;
     use crate::error::AuthFailure;
     use crate::proposal::Policy;

@@ -6,6 +6,7 @@
 use super::tests::{config, established, events, shuttle, side};
 use super::*;
 use crate::crypto::Secret;
+use crate::crypto::sk::open;
 use crate::crypto::tests::TestRng;
 use crate::proposal::{EspAlgorithms, Policy};
 use crate::wire::ts::TrafficSelector;
