@@ -34,12 +34,12 @@ use crate::exchange::create_child_sa::{
 };
 use crate::exchange::ike_auth::{self, AuthContext};
 use crate::exchange::ike_sa_init::{self, Answer, Outcome};
+use crate::exchange::informational;
 use crate::proposal::{IkeAlgorithms, ike_proposals};
 use crate::wire::{
     ExchangeType, Flags, HeaderPacket, HeaderRepr, Message, Payload, PayloadType,
-    notify::{NotifyRepr, NotifyType},
+    notify::NotifyType,
 };
-use crate::wire::{delete::DeleteRepr, sa::ProtocolId};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -785,27 +785,15 @@ impl IkeSa {
         while e.asked.is_none() && self.pending.is_none() {
             let Some(intent) = e.queue.pop_front() else { return };
             let (asked, payloads) = match intent {
-                Intent::DeleteIke => (
-                    Asked::DeleteIke,
-                    vec![Payload::Delete(DeleteRepr { protocol: ProtocolId::Ike, spis: vec![] })],
-                ),
+                Intent::DeleteIke => (Asked::DeleteIke, informational::delete_ike()),
                 Intent::DeleteChild(spi_in) => {
                     let Some(c) = e.child(spi_in) else { continue };
                     c.closing = true;
                     let spi_out = c.spi_out;
-                    (
-                        Asked::DeleteChild(spi_in, spi_out),
-                        vec![Payload::Delete(DeleteRepr {
-                            protocol: ProtocolId::Esp,
-                            spis: vec![spi_in.to_be_bytes()],
-                        })],
-                    )
+                    (Asked::DeleteChild(spi_in, spi_out), informational::delete_child(spi_in))
                 }
-                Intent::Liveness => (Asked::Liveness, Vec::new()),
-                Intent::Notify(kind, data) => (
-                    Asked::Notify,
-                    vec![Payload::Notify(NotifyRepr::new(NotifyType::from(kind), data))],
-                ),
+                Intent::Liveness => (Asked::Liveness, informational::liveness()),
+                Intent::Notify(kind, data) => (Asked::Notify, informational::notify(kind, data)),
                 Intent::CreateChild => {
                     let offer = self.child_offer(None, None, rng);
                     let payloads = offer.request(&self.cfg);
@@ -829,10 +817,8 @@ impl IkeSa {
                     let id = r.own_next;
                     r.own_next = r.own_next.wrapping_add(1);
                     let header = header_for(r.spis, r.role, ExchangeType::Informational, id, false);
-                    let delete =
-                        Payload::Delete(DeleteRepr { protocol: ProtocolId::Ike, spis: vec![] });
-                    let bytes =
-                        seal(&r.keys.sk(r.role == Role::Initiator), &header, &[delete], rng);
+                    let delete = informational::delete_ike();
+                    let bytes = seal(&r.keys.sk(r.role == Role::Initiator), &header, &delete, rng);
                     e.asked = Some(Asked::DeleteRetired(spis));
                     self.send_request(now, bytes);
                     return;
@@ -1053,54 +1039,34 @@ impl IkeSa {
         }
     }
 
-    /// The peer's `INFORMATIONAL` request: deletes, liveness checks and private use
-    /// status notifications (other notifications are ignored). Our answer, and whether
+    /// The peer's `INFORMATIONAL` request ([`informational`]): our answer, and whether
     /// the peer deleted the IKE SA it came on. Called once per request: a retransmission
     /// is answered from the cache and never comes here.
     fn informational(&mut self, e: &mut Established, payloads: &[Payload]) -> (Vec<Payload>, bool) {
-        let mut answer = Vec::new();
-        let mut closed = false;
-        for p in payloads {
-            let d = match p {
-                Payload::Delete(d) => d,
-                Payload::Notify(n) if n.kind.is_private_use_status() => {
-                    self.events
-                        .push_back(Event::PeerNotify { kind: n.kind.into(), data: n.data.clone() });
-                    continue;
+        let request = informational::Request::parse(payloads);
+        let mut deleted = Vec::new();
+        for item in &request.items {
+            match item {
+                informational::Item::Notify(kind, data) => {
+                    self.events.push_back(Event::PeerNotify { kind: *kind, data: data.clone() });
                 }
-                _ => continue,
-            };
-            match d.protocol {
-                ProtocolId::Ike => closed = true,
-                ProtocolId::Esp => {
-                    // The peer names its inbound SPIs, which are our outbound ones; we
-                    // answer with our inbound SPIs of the same children.
+                // The peer names its inbound SPIs, which are our outbound ones; we answer
+                // with our inbound SPIs of the same children.
+                informational::Item::DeleteChildren(theirs) => {
                     let mut ours = Vec::new();
-                    for spi in &d.spis {
-                        let theirs = u32::from_be_bytes(*spi);
-                        if let Some(i) = e.children.iter().position(|c| c.spi_out == theirs) {
+                    for theirs in theirs {
+                        if let Some(i) = e.children.iter().position(|c| c.spi_out == *theirs) {
                             let c = e.children.remove(i);
-                            self.events.push_back(Event::ChildDown {
-                                spi_in: c.spi_in,
-                                spi_out: c.spi_out,
-                            });
-                            ours.push(c.spi_in.to_be_bytes());
+                            let (spi_in, spi_out) = (c.spi_in, c.spi_out);
+                            self.events.push_back(Event::ChildDown { spi_in, spi_out });
+                            ours.push(spi_in.to_be_bytes());
                         }
                     }
-                    if !ours.is_empty() {
-                        answer.push(Payload::Delete(DeleteRepr {
-                            protocol: ProtocolId::Esp,
-                            spis: ours,
-                        }));
-                    }
+                    deleted.push(ours);
                 }
-                _ => {}
             }
         }
-        if closed {
-            answer.clear(); // section 1.4.1: the answer to an IKE SA delete is empty
-        }
-        (answer, closed)
+        (request.response(deleted), request.delete_ike)
     }
 
     /// The peer's `CREATE_CHILD_SA` request: our answer, and what to do once it is sent.
@@ -1629,6 +1595,8 @@ pub(crate) mod tests {
     use crate::proposal::Policy;
     use crate::wire::id::IdRepr;
     use crate::wire::id::IdType;
+    use crate::wire::notify::NotifyRepr;
+    use crate::wire::{delete::DeleteRepr, sa::ProtocolId};
     use std::net::IpAddr;
 
     /// Test stand-in for the `ca` crate: the "certificate" is the raw public key, and

@@ -8,3 +8,4 @@
 pub mod create_child_sa;
 pub mod ike_auth;
 pub mod ike_sa_init;
+pub mod informational;

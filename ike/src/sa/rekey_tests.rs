@@ -9,6 +9,7 @@ use crate::crypto::Secret;
 use crate::crypto::sk::open;
 use crate::crypto::tests::TestRng;
 use crate::proposal::{EspAlgorithms, Policy};
+use crate::wire::notify::NotifyRepr;
 use crate::wire::ts::TrafficSelector;
 use std::collections::HashMap;
 
