@@ -15,19 +15,20 @@
 //! `prf(SK_d (old), g^ir (new) | Ni | Nr)` with the old SA's PRF, and its keys come from
 //! it as in section 2.14 with the new SPIs and the new PRF.
 
-use crate::config::{ChildMode, ChildSa, Config};
+use crate::config::{ChildSa, Config};
 use crate::crypto::dh::{Group, KeyPair};
-use crate::crypto::keys::{IkeKeys, child_keymat, ike_keys, skeyseed_rekey};
+use crate::crypto::keys::{IkeKeys, ike_keys, skeyseed_rekey};
 use crate::crypto::{Prf, Random, Secret};
 use crate::error::{Error, Misbehavior};
-use crate::proposal::{EspAlgorithms, IkeAlgorithms, Policy, esp_proposal, ike_proposals};
+use crate::exchange::child::{self, derive_child, offered_spi};
+use crate::proposal::{IkeAlgorithms, Policy, esp_proposal, ike_proposals};
 use crate::wire::{
     Payload,
     ke::KeRepr,
     nonce::NonceRepr,
     notify::{NotifyRepr, NotifyType},
-    sa::{ProtocolId, SaRepr, TransformType},
-    ts::{TrafficSelector, TsRepr},
+    sa::{ProtocolId, SaRepr},
+    ts::TsRepr,
 };
 
 /// Why an exchange we initiated did not give us what we asked.
@@ -61,74 +62,6 @@ fn bad(why: &'static str) -> Failure {
 
 fn syntax(why: &'static str) -> Error {
     Misbehavior::InvalidRequest(why).into()
-}
-
-pub(crate) fn selectors(payloads: &[Payload]) -> (Option<&TsRepr>, Option<&TsRepr>) {
-    let tsi = payloads.iter().find_map(|p| if let Payload::TsI(t) = p { Some(t) } else { None });
-    let tsr = payloads.iter().find_map(|p| if let Payload::TsR(t) = p { Some(t) } else { None });
-    (tsi, tsr)
-}
-
-/// Whether one of `offered` includes all of `host`'s traffic.
-pub(crate) fn covers(offered: &TsRepr, host: &TrafficSelector) -> bool {
-    offered.selectors.iter().any(|ts| {
-        ts.start.is_ipv4() == host.start.is_ipv4()
-            && ts.start <= host.start
-            && host.end <= ts.end
-            && (ts.protocol == 0 || ts.protocol == host.protocol)
-            && ts.start_port <= host.start_port
-            && host.end_port <= ts.end_port
-    })
-}
-
-/// Whether a responder narrowed a selector payload to exactly `want`.
-pub(crate) fn narrowed_to(t: Option<&TsRepr>, want: &TrafficSelector) -> bool {
-    t.is_some_and(|t| {
-        t.selectors.len() == 1
-            && covers(t, want)
-            && covers(&TsRepr { selectors: vec![*want] }, &t.selectors[0])
-    })
-}
-
-pub(crate) fn has_notify(payloads: &[Payload], kind: NotifyType) -> bool {
-    payloads.iter().any(|p| matches!(p, Payload::Notify(n) if n.kind == kind))
-}
-
-/// The child SA an exchange made, between our host and the peer's. Its two AES-GCM keys
-/// (with salt) come from `KEYMAT = prf+(SK_d, [g^ir |] Ni | Nr)`, the
-/// initiator-to-responder key first (section 2.17): which one we receive with depends on
-/// whether we `initiated` the exchange. `spi_out` is the peer's SPI as it proposed or
-/// answered it.
-pub(crate) fn derive_child(
-    cfg: &Config,
-    (prf, sk_d, g_ir): (Prf, &[u8], Option<&[u8]>),
-    (ni, nr): (&[u8], &[u8]),
-    algs: EspAlgorithms,
-    (spi_in, spi_out): ([u8; 4], &[u8]),
-    initiated: bool,
-) -> ChildSa {
-    let len = usize::from(algs.gcm_key_bits / 8) + 4;
-    let keymat = child_keymat(prf, sk_d, g_ir, ni, nr, 2 * len).unwrap_or_default();
-    let (i_to_r, r_to_i) =
-        (Secret::new(keymat[..len].to_vec()), Secret::new(keymat[len..].to_vec()));
-    let (key_in, key_out) = if initiated { (r_to_i, i_to_r) } else { (i_to_r, r_to_i) };
-    ChildSa {
-        spi_in: u32::from_be_bytes(spi_in),
-        spi_out: <[u8; 4]>::try_from(spi_out).map_or(0, u32::from_be_bytes),
-        key_in,
-        key_out,
-        algorithms: algs,
-        mode: ChildMode::Transport,
-        local: cfg.local_ts(),
-        remote: cfg.remote_ts(),
-    }
-}
-
-/// The SPI an initiator put in the proposal the responder chose (`chosen` carries the
-/// proposal's number).
-pub(crate) fn offered_spi<'a>(offered: &'a SaRepr, chosen: &SaRepr) -> &'a [u8] {
-    let num = chosen.proposals.first().map(|p| p.num);
-    offered.proposals.iter().find(|p| Some(p.num) == num).map_or(&[], |p| p.spi.as_slice())
 }
 
 /// The keys of an IKE SA made by a rekey (section 2.18).
@@ -274,20 +207,12 @@ impl ChildOffer {
             return Err(f);
         }
         let fail = bad;
-        if !has_notify(payloads, NotifyType::UseTransportMode) {
-            return Err(fail("the peer did not accept transport mode"));
-        }
-        let sa = first_sa(payloads).ok_or_else(|| fail("no SA payload in the answer"))?;
-        let nr = nonce(payloads).ok_or_else(|| fail("no nonce in the answer"))?;
         let peer_ke = ke(payloads);
-        let (algs, _) = cfg
-            .policy
-            .choose_esp(sa, self.spi, peer_ke.and_then(|k| Group::from_id(k.group)))
-            .map_err(|_| fail("the child SA answer is not one we offered"))?;
-        let answer = &sa.proposals[0];
-        if sa.proposals.len() != 1 || answer.num != 1 || answer.spi.len() != 4 {
-            return Err(fail("malformed child SA answer"));
-        }
+        // The answer's proposal is numbered 1: we offered one proposal (section 3.3.1).
+        let ke_group = peer_ke.and_then(|k| Group::from_id(k.group));
+        let (algs, peer_spi) =
+            child::check_answer(cfg, payloads, self.spi, ke_group, 1).map_err(Failure::Failed)?;
+        let nr = nonce(payloads).ok_or_else(|| fail("no nonce in the answer"))?;
         if algs.group != sent {
             return Err(fail("the peer answered PFS with another D-H group than ours"));
         }
@@ -298,17 +223,12 @@ impl ChildOffer {
             (None, None) => None,
             _ => return Err(fail("the KE payloads of the exchange do not match")),
         };
-        let (local, remote) = (cfg.local_ts(), cfg.remote_ts());
-        let (tsi, tsr) = selectors(payloads);
-        if !(narrowed_to(tsi, &local) && narrowed_to(tsr, &remote)) {
-            return Err(fail("the peer narrowed the traffic selectors to something else"));
-        }
         let child = derive_child(
             cfg,
             (prf, sk_d, g_ir.as_deref().map(Vec::as_slice)),
             (&self.ni, nr),
             algs,
-            (self.spi, &answer.spi),
+            (self.spi, peer_spi),
             true,
         );
         Ok((child, nr.to_vec()))
@@ -486,33 +406,8 @@ pub fn answer_child(
     spi: [u8; 4],
     (nonce_len, rng): (usize, &mut dyn Random),
 ) -> Result<ChildAnswer, Error> {
-    if !has_notify(payloads, NotifyType::UseTransportMode) {
-        return Err(Error::NoProposalChosen); // the mesh only does transport
-    }
+    let (algs, chosen) = child::choose(cfg, payloads, Some(sa), peer_ke, spi)?;
     let (local, remote) = (cfg.local_ts(), cfg.remote_ts());
-    let (tsi, tsr) = selectors(payloads);
-    if !(tsi.is_some_and(|t| covers(t, &remote)) && tsr.is_some_and(|t| covers(t, &local))) {
-        return Err(Error::TsUnacceptable);
-    }
-    let ke_group = match peer_ke {
-        Some(k) => Some(Group::from_id(k.group).ok_or_else(|| syntax("a KE of an unknown group"))?),
-        None => None,
-    };
-    let Ok((algs, chosen)) = cfg.policy.choose_esp(sa, spi, ke_group) else {
-        // A proposal we would take with PFS in another of its groups: ask for that
-        // group's KE (section 1.3.1) rather than refusing outright.
-        let other = sa
-            .proposals
-            .iter()
-            .flat_map(|p| p.transforms.iter())
-            .filter(|t| t.kind == TransformType::Dh)
-            .filter_map(|t| Group::from_id(t.id))
-            .find(|g| Some(*g) != ke_group && cfg.policy.choose_esp(sa, spi, Some(*g)).is_ok());
-        return Err(match (ke_group, other) {
-            (Some(_), Some(g)) => Error::InvalidKe(g),
-            _ => Error::NoProposalChosen,
-        });
-    };
     let peer_spi = offered_spi(sa, &chosen).to_vec();
     let nr = random_vec(rng, nonce_len);
     let mut response = vec![

@@ -28,10 +28,8 @@ use crate::crypto::Prf;
 use crate::crypto::auth::{
     SigAlg, Signer, Verifier, auth_data, signed_octets, verify_auth_data, verify_signature,
 };
-use crate::error::{AuthFailure, Error, Misbehavior};
-use crate::exchange::create_child_sa::{
-    covers, derive_child, has_notify, narrowed_to, offered_spi, selectors,
-};
+use crate::error::{AuthFailure, Error};
+use crate::exchange::child::{self, derive_child, has_notify, offered_spi};
 use crate::proposal::esp_proposal;
 use crate::wire::{
     Message, Payload,
@@ -39,7 +37,6 @@ use crate::wire::{
     cert::{CertRepr, X509_SIGNATURE},
     id::IdRepr,
     notify::{NotifyRepr, NotifyType},
-    sa::SaRepr,
     ts::TsRepr,
 };
 
@@ -312,23 +309,8 @@ pub fn process_request(
     let mut out = credentials(cfg, ctx, false)?;
     // The IKE SA stands from here; a child that cannot be had is refused on its own.
     let sa = payloads.iter().find_map(|p| if let Payload::Sa(s) = p { Some(s) } else { None });
-    let (tsi, tsr) = selectors(payloads);
     let (local, remote) = (cfg.local_ts(), cfg.remote_ts());
-    let child_refusal = if !has_notify(payloads, NotifyType::UseTransportMode) {
-        Some(Error::NoProposalChosen) // the mesh only does transport mode
-    } else if !(tsi.is_some_and(|t| covers(t, &remote)) && tsr.is_some_and(|t| covers(t, &local))) {
-        Some(Error::TsUnacceptable)
-    } else {
-        None
-    };
-    let choice = match (child_refusal, sa) {
-        (None, Some(sa)) => {
-            cfg.policy.choose_esp(sa, child_spi, None).map_err(|_| Error::NoProposalChosen)
-        }
-        (None, None) => Err(Error::NoProposalChosen),
-        (Some(e), _) => Err(e),
-    };
-    let child = match choice {
+    let child = match child::choose(cfg, payloads, sa, None, child_spi) {
         Ok((algs, chosen)) => {
             let peer_spi = sa.map(|sa| offered_spi(sa, &chosen).to_vec()).unwrap_or_default();
             let child = derive_child(
@@ -370,39 +352,18 @@ pub fn process_response(
     }
     let peer = check_peer(cfg, ctx, payloads, true)?;
     let child = (|| {
-        let bad = |why| Error::PeerMisbehaved(Misbehavior::BadAnswer(why));
         if let Some(kind) = payloads.iter().find_map(|p| match p {
             Payload::Notify(n) if n.kind.is_error() => Some(n.kind),
             _ => None,
         }) {
             return Err(Error::PeerRefused(kind));
         }
-        if !has_notify(payloads, NotifyType::UseTransportMode) {
-            return Err(bad("the peer did not accept transport mode"));
-        }
-        let sa: &SaRepr = payloads
-            .iter()
-            .find_map(|p| if let Payload::Sa(s) = p { Some(s) } else { None })
-            .ok_or(bad("no SA payload for the child"))?;
+        // The answer's proposal carries the number of the one we offered.
         let offered =
             esp_proposal(&cfg.policy.esp_gcm_key_bits, &cfg.policy.esp_esn, &[], child_spi);
-        let (algs, _) = cfg
-            .policy
-            .choose_esp(sa, child_spi, None)
-            .map_err(|_| bad("the child SA answer is not one we offered"))?;
-        let answer = &sa.proposals[0];
-        if sa.proposals.len() != 1
-            || answer.num != offered.proposals[0].num
-            || answer.spi.len() != 4
-        {
-            return Err(bad("malformed child SA answer"));
-        }
-        let (local, remote) = (cfg.local_ts(), cfg.remote_ts());
-        let (tsi, tsr) = selectors(payloads);
-        if !(narrowed_to(tsi, &local) && narrowed_to(tsr, &remote)) {
-            return Err(bad("the peer narrowed the traffic selectors to something else"));
-        }
-        Ok(derive_child(cfg, (ctx.prf, sk_d, None), (ni, nr), algs, (child_spi, &answer.spi), true))
+        let (algs, peer_spi) =
+            child::check_answer(cfg, payloads, child_spi, None, offered.proposals[0].num)?;
+        Ok(derive_child(cfg, (ctx.prf, sk_d, None), (ni, nr), algs, (child_spi, peer_spi), true))
     })();
     Ok((peer, child))
 }
