@@ -1,7 +1,7 @@
 //! Negotiating a child SA (RFC 7296 sections 2.9, 2.17 and 3.10.1): the checks both
 //! `IKE_AUTH` (the first child) and `CREATE_CHILD_SA` (new and rekeyed children) make,
-//! as responder ([`choose`]) and as initiator ([`check_answer`]), and the child SA's
-//! keys ([`derive_child`]).
+//! as responder (`choose`) and as initiator (`check_answer`), and the child SA's
+//! keys (`derive_child`).
 //!
 //! A mesh protects host-to-host traffic in transport mode: each side proposes the two
 //! hosts' addresses as selectors; the responder accepts when they include those hosts

@@ -297,7 +297,7 @@ pub struct Accepted {
 }
 
 /// The responder's handling of a request. A request refused as a whole is answered
-/// with the error's notification ([`Error::refusal`]).
+/// with the error's notification ([`Error::notify_payload`]).
 pub fn process_request(
     cfg: &Config,
     ctx: &AuthContext<'_>,
