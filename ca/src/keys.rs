@@ -165,7 +165,7 @@ impl PrivateKey {
             // PKCS#1, as `openssl genrsa` (1.x) writes.
             "RSA PRIVATE KEY" => {
                 let signer = ike::crypto::auth::RsaSigner::from_pkcs1(der)
-                    .map_err(|detail| KeyError::BadKey { detail })?;
+                    .map_err(|e| KeyError::BadKey { detail: e.to_string() })?;
                 let signer: Arc<dyn Signer + Send + Sync> = Arc::new(signer);
                 Ok(Self { algorithm: signer.algorithm(), signer })
             }
@@ -182,7 +182,7 @@ impl PrivateKey {
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, KeyError> {
         match ike::crypto::auth::signer_from_pkcs8(der) {
             Ok(signer) => Ok(Self { algorithm: signer.algorithm(), signer }),
-            Err(detail) => {
+            Err(e) => {
                 // Tell an algorithm we do not have from a broken key of one we have.
                 let oid = pkcs8::PrivateKeyInfoRef::try_from(der)
                     .map(|info| info.algorithm.oid.to_string());
@@ -190,7 +190,7 @@ impl PrivateKey {
                     Ok(oid) if !SUPPORTED_KEY_ALGORITHMS.contains(&oid.as_str()) => {
                         Err(KeyError::UnsupportedAlgorithm { oid })
                     }
-                    _ => Err(KeyError::BadKey { detail }),
+                    _ => Err(KeyError::BadKey { detail: e.to_string() }),
                 }
             }
         }

@@ -72,7 +72,7 @@ pub(crate) fn sig_alg(alg: &AlgorithmIdentifier<'_>) -> Option<SigAlg> {
 pub(crate) fn spki_verifier(
     spki: &SubjectPublicKeyInfo<'_>,
 ) -> Result<Box<dyn Verifier + Send + Sync>, String> {
-    ike::crypto::auth::verifier_from_spki(spki.raw)
+    ike::crypto::auth::verifier_from_spki(spki.raw).map_err(|e| e.to_string())
 }
 
 /// Why a signature over a certificate or CRL did not check out.

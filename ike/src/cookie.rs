@@ -12,7 +12,10 @@
 
 use crate::crypto::{Prf, Random, Secret};
 use crate::exchange::ike_sa_init;
-use crate::wire::{Message, Payload, notify::NotifyType};
+use crate::wire::{
+    Message, Payload,
+    notify::{NotifyRepr, NotifyType},
+};
 use std::net::IpAddr;
 use subtle::ConstantTimeEq;
 
@@ -105,7 +108,10 @@ impl Cookies {
             }
         }
         let cookie = Self::make(self.version, &self.current, ni, peer, h.spi_i);
-        Gate::Challenge(ike_sa_init::refusal(h.spi_i, NotifyType::Cookie, cookie))
+        Gate::Challenge(ike_sa_init::notification(
+            h.spi_i,
+            NotifyRepr::new(NotifyType::Cookie, cookie),
+        ))
     }
 }
 

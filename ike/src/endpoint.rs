@@ -13,12 +13,22 @@
 //! answered again from its cache) or makes a new responder SA. When too many SAs are
 //! half open, new requests must carry a cookie first (section 2.6): the endpoint answers
 //! `N(COOKIE)` and keeps nothing. Half-open SAs that do not finish in time are dropped.
+//!
+//! Each SA keeps the local address its datagrams arrived on (or, for an initiator, the
+//! one given to [`Endpoint::connect`]): its [`Transmit`]s say to send from there, so a
+//! host with several addresses answers from the address the peer talks to.
+//!
+//! Timers cost O(log n) in the number of SAs: the endpoint keeps the SAs' deadlines in a
+//! min-heap, updated whenever an SA changes, with stale entries skipped when they reach
+//! the top (lazy deletion).
 
 use crate::cookie::{Cookies, Gate};
 use crate::crypto::Random;
+use crate::error::Error;
 use crate::sa::{Config, Event, IkeSa, Role};
 use crate::wire::{ExchangeType, HeaderPacket, HeaderRepr};
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +40,8 @@ pub struct SaHandle(pub u64);
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
+    /// The local address to send from.
+    pub local: SocketAddr,
     /// Where to.
     pub remote: SocketAddr,
     /// The datagram.
@@ -68,11 +80,17 @@ impl Default for Limits {
 
 struct Slot {
     sa: IkeSa,
+    /// Our address the SA's datagrams go out from: where the peer's last datagram
+    /// arrived, or for an initiator before any, the one given to `connect`.
+    local: SocketAddr,
     remote: SocketAddr,
     /// For a responder SA until it is established: when it was made.
     half_open_since: Option<Instant>,
     /// The SPIs this slot is routed under.
     spis: Vec<u64>,
+    /// The deadline this slot has in the endpoint's timer heap; an entry of the heap
+    /// for this slot with another instant is stale.
+    timer: Option<Instant>,
 }
 
 /// All IKE SAs of one socket.
@@ -86,6 +104,9 @@ pub struct Endpoint {
     by_spi: HashMap<u64, SaHandle>,
     /// Half-open responder SAs by (peer address, initiator SPI).
     half_open: HashMap<(SocketAddr, u64), SaHandle>,
+    /// Every slot's `timer`, earliest first, plus stale entries (see `Slot::timer`);
+    /// the top entry is never stale.
+    timers: BinaryHeap<Reverse<(Instant, SaHandle)>>,
     transmit: VecDeque<Transmit>,
     events: VecDeque<(SaHandle, Event)>,
 }
@@ -117,27 +138,35 @@ impl Endpoint {
             slots: HashMap::new(),
             by_spi: HashMap::new(),
             half_open: HashMap::new(),
+            timers: BinaryHeap::new(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
         }
     }
 
-    /// Starts an IKE SA with `remote` as initiator.
+    /// Starts an IKE SA with `remote` as initiator, sending from our address `local`.
     pub fn connect(
         &mut self,
         now: Instant,
         cfg: Arc<Config>,
+        local: SocketAddr,
         remote: SocketAddr,
         rng: &mut dyn Random,
     ) -> SaHandle {
         let sa = IkeSa::initiate(cfg, now, rng);
-        self.insert(sa, remote, None)
+        self.insert(sa, (local, remote), None)
     }
 
-    fn insert(&mut self, sa: IkeSa, remote: SocketAddr, half_open: Option<Instant>) -> SaHandle {
+    fn insert(
+        &mut self,
+        sa: IkeSa,
+        (local, remote): (SocketAddr, SocketAddr),
+        half_open: Option<Instant>,
+    ) -> SaHandle {
         let handle = SaHandle(self.next_handle);
         self.next_handle += 1;
-        let slot = Slot { sa, remote, half_open_since: half_open, spis: Vec::new() };
+        let slot =
+            Slot { sa, local, remote, half_open_since: half_open, spis: Vec::new(), timer: None };
         self.slots.insert(handle, slot);
         self.settle(handle);
         handle
@@ -165,11 +194,12 @@ impl Endpoint {
         self.half_open.len()
     }
 
-    /// Feeds a datagram from `remote`. Datagrams for no SA of ours, and malformed ones,
-    /// are dropped; the SA it went to, if any.
+    /// Feeds a datagram from `remote` that arrived on our address `local`. Datagrams for
+    /// no SA of ours, and malformed ones, are dropped; the SA it went to, if any.
     pub fn handle(
         &mut self,
         now: Instant,
+        local: SocketAddr,
         remote: SocketAddr,
         datagram: &[u8],
         rng: &mut dyn Random,
@@ -184,14 +214,15 @@ impl Endpoint {
             }
             match self.half_open.get(&(remote, h.spi_i)) {
                 Some(&handle) => handle,
-                None => return self.accept(now, remote, datagram, rng),
+                None => return self.accept(now, (local, remote), datagram, rng),
             }
         } else {
             *self.by_spi.get(&ours)?
         };
         let slot = self.slots.get_mut(&handle)?;
+        slot.local = local;
         slot.remote = remote;
-        slot.sa.handle(now, datagram, rng);
+        slot.sa.handle_parsed(now, h, datagram, rng);
         self.settle(handle);
         Some(handle)
     }
@@ -200,7 +231,7 @@ impl Endpoint {
     fn accept(
         &mut self,
         now: Instant,
-        remote: SocketAddr,
+        (local, remote): (SocketAddr, SocketAddr),
         datagram: &[u8],
         rng: &mut dyn Random,
     ) -> Option<SaHandle> {
@@ -212,28 +243,33 @@ impl Endpoint {
         match self.cookies.gate(datagram, remote.ip(), load >= self.limits.cookie_threshold) {
             Gate::Pass => {}
             Gate::Challenge(reply) => {
-                self.transmit.push_back(Transmit { remote, datagram: reply });
+                self.transmit.push_back(Transmit { local, remote, datagram: reply });
                 return None;
             }
             Gate::Drop => return None,
         }
         let (sa, refusal) = IkeSa::respond(cfg, datagram, rng);
         if let Some(reply) = refusal {
-            self.transmit.push_back(Transmit { remote, datagram: reply });
+            self.transmit.push_back(Transmit { local, remote, datagram: reply });
         }
         let sa = sa?;
         let spi_i = sa.spis().0;
-        let handle = self.insert(sa, remote, Some(now));
+        let handle = self.insert(sa, (local, remote), Some(now));
         self.half_open.insert((remote, spi_i), handle);
         Some(handle)
     }
 
-    /// Collects an SA's datagrams and events, updates its routes, and removes it once
-    /// it is over.
+    /// Collects an SA's datagrams and events, updates its routes and its timer, and
+    /// removes it once it is over.
     fn settle(&mut self, handle: SaHandle) {
+        self.settle_slot(handle);
+        self.prune_timers();
+    }
+
+    fn settle_slot(&mut self, handle: SaHandle) {
         let Some(slot) = self.slots.get_mut(&handle) else { return };
         while let Some(datagram) = slot.sa.poll_transmit() {
-            self.transmit.push_back(Transmit { remote: slot.remote, datagram });
+            self.transmit.push_back(Transmit { local: slot.local, remote: slot.remote, datagram });
         }
         while let Some(event) = slot.sa.poll_event() {
             self.events.push_back((handle, event));
@@ -255,18 +291,45 @@ impl Endpoint {
         if slot.sa.is_closed() {
             self.slots.remove(&handle);
             self.half_open.retain(|_, h| *h != handle);
+            return;
+        }
+        let half_open = slot.half_open_since.map(|t| t + self.limits.half_open_timeout);
+        let deadline = match (slot.sa.poll_timeout(), half_open) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if deadline != slot.timer {
+            slot.timer = deadline;
+            if let Some(t) = deadline {
+                self.timers.push(Reverse((t, handle)));
+            }
+        }
+    }
+
+    /// Whether a heap entry is still its slot's deadline.
+    fn is_current(&self, (t, handle): (Instant, SaHandle)) -> bool {
+        self.slots.get(&handle).is_some_and(|s| s.timer == Some(t))
+    }
+
+    /// Drops stale entries from the top of the timer heap, so that its top is the
+    /// earliest deadline of all SAs.
+    fn prune_timers(&mut self) {
+        while let Some(&Reverse(top)) = self.timers.peek() {
+            if self.is_current(top) {
+                return;
+            }
+            self.timers.pop();
         }
     }
 
     /// When [`Endpoint::handle_timeout`] wants to be called next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let sas = self.slots.values().filter_map(|s| s.sa.poll_timeout());
-        let half_open = self
-            .slots
-            .values()
-            .filter_map(|s| s.half_open_since.map(|t| t + self.limits.half_open_timeout));
-        sas.chain(half_open).chain(self.next_rotation).min()
+        let sas = self.timers.peek().map(|Reverse((t, _))| *t);
+        match (sas, self.next_rotation) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Lets time pass for every SA: retransmissions, give-ups, held-back requests; drops
@@ -280,37 +343,47 @@ impl Endpoint {
             }
             Some(_) => {}
         }
-        let due: Vec<SaHandle> = self
-            .slots
-            .iter()
-            .filter(|(_, s)| s.sa.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(h, _)| *h)
-            .collect();
-        for handle in due {
-            if let Some(slot) = self.slots.get_mut(&handle) {
+        // The due SAs, earliest first; each is taken off the heap (its `timer` cleared)
+        // and put back by `settle` with its next deadline.
+        let mut due = Vec::new();
+        while let Some(&Reverse((t, handle))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(slot) = self.slots.get_mut(&handle)
+                && slot.timer == Some(t)
+            {
+                slot.timer = None;
+                due.push(handle);
+            }
+        }
+        for &handle in &due {
+            if let Some(slot) = self.slots.get_mut(&handle)
+                && slot.sa.poll_timeout().is_some_and(|t| t <= now)
+            {
                 slot.sa.handle_timeout(now, rng);
             }
-            self.settle(handle);
+            self.settle_slot(handle);
         }
-        let stale: Vec<SaHandle> = self
-            .slots
-            .iter()
-            .filter(|(_, s)| {
+        let half_open_timeout = self.limits.half_open_timeout;
+        for handle in due {
+            let expired = self.slots.get(&handle).is_some_and(|s| {
                 s.sa.role() == Role::Responder
-                    && s.half_open_since.is_some_and(|t| now >= t + self.limits.half_open_timeout)
-            })
-            .map(|(h, _)| *h)
-            .collect();
-        for handle in stale {
+                    && s.half_open_since.is_some_and(|t| now >= t + half_open_timeout)
+            });
+            if !expired {
+                continue;
+            }
             if let Some(slot) = self.slots.remove(&handle) {
                 for spi in &slot.spis {
                     self.by_spi.remove(spi);
                 }
                 self.half_open.retain(|_, h| *h != handle);
-                let reason = "the peer did not complete IKE_AUTH in time (half-open SA dropped)";
-                self.events.push_back((handle, Event::Failed { reason: reason.into() }));
+                self.events.push_back((handle, Event::Failed { error: Error::HalfOpenExpired }));
             }
         }
+        self.prune_timers();
     }
 
     /// Next datagram to send.
@@ -333,6 +406,7 @@ mod tests {
     use crate::crypto::tests::TestRng;
     use crate::exchange::ike_sa_init;
     use crate::proposal::{Policy, ike_proposals};
+    use crate::sa::Retransmit;
     use crate::sa::tests::pair_configs;
 
     fn addr(s: &str) -> SocketAddr {
@@ -361,14 +435,14 @@ mod tests {
             let mut any = false;
             while let Some(t) = a.poll_transmit() {
                 if t.remote == addr(B) {
-                    b.handle(now, addr(A), &t.datagram, rng);
+                    b.handle(now, addr(B), addr(A), &t.datagram, rng);
                 }
                 moved += 1;
                 any = true;
             }
             while let Some(t) = b.poll_transmit() {
                 if t.remote == addr(A) {
-                    a.handle(now, addr(B), &t.datagram, rng);
+                    a.handle(now, addr(A), addr(B), &t.datagram, rng);
                 }
                 moved += 1;
                 any = true;
@@ -388,7 +462,7 @@ mod tests {
         let mut rng = TestRng::new(60);
         let now = Instant::now();
         let (mut a, mut b, a_cfg) = pair(&mut rng, Limits::default());
-        let ha = a.connect(now, a_cfg, addr(B), &mut rng);
+        let ha = a.connect(now, a_cfg, addr(A), addr(B), &mut rng);
         shuttle(&mut a, &mut b, now, &mut rng);
         let hb = b.handles()[0];
         assert!(a.sa(ha).unwrap().is_established() && b.sa(hb).unwrap().is_established());
@@ -414,16 +488,20 @@ mod tests {
         let mut rng = TestRng::new(61);
         let now = Instant::now();
         let (mut a, mut b, a_cfg) = pair(&mut rng, Limits::default());
-        a.connect(now, a_cfg, addr(B), &mut rng);
+        a.connect(now, a_cfg, addr(A), addr(B), &mut rng);
         let init = a.poll_transmit().unwrap().datagram;
-        assert_eq!(b.handle(now, addr("10.9.9.9:500"), &init, &mut rng), None, "not a member");
+        assert_eq!(
+            b.handle(now, addr(B), addr("10.9.9.9:500"), &init, &mut rng),
+            None,
+            "not a member"
+        );
         assert!(b.poll_transmit().is_none() && b.handles().is_empty());
         for junk in [&b""[..], b"short", &[0u8; 28], &init[..27]] {
-            assert_eq!(b.handle(now, addr(A), junk, &mut rng), None);
+            assert_eq!(b.handle(now, addr(B), addr(A), junk, &mut rng), None);
         }
         let mut wrong_spi = init.clone();
         wrong_spi[8..16].copy_from_slice(&[9; 8]); // a responder SPI we never gave out
-        assert_eq!(b.handle(now, addr(A), &wrong_spi, &mut rng), None);
+        assert_eq!(b.handle(now, addr(B), addr(A), &wrong_spi, &mut rng), None);
         assert!(b.handles().is_empty());
     }
 
@@ -432,11 +510,11 @@ mod tests {
         let mut rng = TestRng::new(62);
         let now = Instant::now();
         let (mut a, mut b, a_cfg) = pair(&mut rng, Limits::default());
-        a.connect(now, a_cfg, addr(B), &mut rng);
+        a.connect(now, a_cfg, addr(A), addr(B), &mut rng);
         let init = a.poll_transmit().unwrap().datagram;
-        let first = b.handle(now, addr(A), &init, &mut rng).unwrap();
+        let first = b.handle(now, addr(B), addr(A), &init, &mut rng).unwrap();
         let reply = b.poll_transmit().unwrap();
-        assert_eq!(b.handle(now, addr(A), &init, &mut rng), Some(first));
+        assert_eq!(b.handle(now, addr(B), addr(A), &init, &mut rng), Some(first));
         assert_eq!(b.poll_transmit().unwrap(), reply, "the same answer again");
         assert_eq!((b.handles().len(), b.half_open()), (1, 1));
         // Half-open SAs that never finish go away.
@@ -469,7 +547,7 @@ mod tests {
         let mut challenged = 0;
         for i in 0..200u64 {
             let from = SocketAddr::from(([10, 1, (i / 250) as u8, (i % 250) as u8 + 1], 500));
-            b.handle(now, from, &flood_request(&mut rng, 1000 + i), &mut rng);
+            b.handle(now, addr(B), from, &flood_request(&mut rng, 1000 + i), &mut rng);
             while let Some(t) = b.poll_transmit() {
                 assert_eq!(t.remote, from);
                 let m = crate::wire::Message::parse(&t.datagram).unwrap();
@@ -481,9 +559,72 @@ mod tests {
         assert_eq!(b.half_open(), 8, "state stops growing at the threshold");
         assert_eq!(challenged, 192, "every later request was asked for a cookie");
         // A real initiator answers the challenge and completes.
-        let ha = a.connect(now, a_cfg, addr(B), &mut rng);
+        let ha = a.connect(now, a_cfg, addr(A), addr(B), &mut rng);
         shuttle(&mut a, &mut b, now, &mut rng);
         assert!(a.sa(ha).unwrap().is_established(), "through the cookie exchange");
         assert_eq!(b.half_open(), 8);
+    }
+
+    #[test]
+    fn datagrams_go_out_from_the_local_address_they_came_in_on() {
+        let mut rng = TestRng::new(64);
+        let now = Instant::now();
+        let (mut a, mut b, a_cfg) = pair(&mut rng, Limits::default());
+        let (a_local, b_local) = (addr("10.0.0.1:4500"), addr("10.0.0.2:4500"));
+        let ha = a.connect(now, a_cfg, a_local, addr(B), &mut rng);
+        let mut seen = 0;
+        for _ in 0..4 {
+            while let Some(t) = a.poll_transmit() {
+                assert_eq!((t.local, t.remote), (a_local, addr(B)));
+                b.handle(now, b_local, addr(A), &t.datagram, &mut rng);
+                seen += 1;
+            }
+            while let Some(t) = b.poll_transmit() {
+                assert_eq!((t.local, t.remote), (b_local, addr(A)), "answered from where it came");
+                a.handle(now, a_local, addr(B), &t.datagram, &mut rng);
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 4);
+        assert!(a.sa(ha).unwrap().is_established());
+        // The peer's datagrams now arrive on another of our addresses: we follow.
+        let hb = b.handles()[0];
+        assert!(a.with_sa(ha, |sa| sa.check_liveness(now, &mut rng)).unwrap());
+        let t = a.poll_transmit().unwrap();
+        b.handle(now, addr(B), addr(A), &t.datagram, &mut rng);
+        assert_eq!(b.poll_transmit().unwrap().local, addr(B));
+        assert!(b.with_sa(hb, |sa| sa.check_liveness(now, &mut rng)).unwrap());
+        assert_eq!(b.poll_transmit().unwrap().local, addr(B));
+    }
+
+    #[test]
+    fn many_sas_time_out_in_order_and_only_the_due_ones_are_touched() {
+        const N: u64 = 500;
+        let mut rng = TestRng::new(65);
+        let start = Instant::now();
+        let (a_cfg, _) = pair_configs(1);
+        let mut a = Endpoint::new(Box::new(|_| None), Limits::default(), &mut rng);
+        // SAs started 1 ms apart, in an order unrelated to their handles.
+        let mut expected = Vec::new();
+        for i in 0..N {
+            let offset = Duration::from_millis((i * 211) % N);
+            let remote = SocketAddr::from(([10, 2, (i / 250) as u8, (i % 250) as u8 + 1], 500));
+            let h = a.connect(start + offset, a_cfg.clone(), addr(A), remote, &mut rng);
+            let first = a.poll_transmit().unwrap();
+            assert!(a.poll_transmit().is_none());
+            expected.push((start + offset + Retransmit::default().base, h, first));
+        }
+        expected.sort_by_key(|(t, h, _)| (*t, *h));
+        for (deadline, h, first) in expected {
+            assert_eq!(a.poll_timeout(), Some(deadline));
+            a.handle_timeout(deadline.checked_sub(Duration::from_micros(1)).unwrap(), &mut rng);
+            assert!(a.poll_transmit().is_none(), "nothing before its time");
+            a.handle_timeout(deadline, &mut rng);
+            let again = a.poll_transmit().unwrap();
+            assert_eq!(again, first, "SA {h:?} sends its request again");
+            assert!(a.poll_transmit().is_none(), "and no other SA does");
+        }
+        assert_eq!(a.handles().len(), N as usize);
+        assert!(a.timers.len() <= 2 * N as usize, "stale entries do not pile up");
     }
 }

@@ -395,11 +395,12 @@ impl CertVerifier {
 }
 
 impl PeerAuthenticator for CertVerifier {
-    fn authenticate(&self, id: &IdRepr, certs: &[Vec<u8>]) -> Result<Box<dyn Verifier>, String> {
-        match self.verify(id, certs) {
-            Ok(verified) => Ok(verified.verifier),
-            Err(e) => Err(e.to_string()),
-        }
+    fn authenticate(
+        &self,
+        id: &IdRepr,
+        certs: &[Vec<u8>],
+    ) -> Result<Box<dyn Verifier>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.verify(id, certs)?.verifier)
     }
 }
 

@@ -324,10 +324,28 @@ pub fn verify_signature(
     if verifier.verify(alg, octets, signature) { Ok(()) } else { Err(AuthError::BadSignature) }
 }
 
+/// Why a key was refused: malformed, or of a type, curve or size this crate does not
+/// take. Its message is one line and never holds key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyError(String);
+
+impl From<String> for KeyError {
+    fn from(why: String) -> Self {
+        Self(why)
+    }
+}
+
+impl From<&str> for KeyError {
+    fn from(why: &str) -> Self {
+        Self(why.to_owned())
+    }
+}
+
 /// The verifier for a `SubjectPublicKeyInfo` (DER), as in a certificate: Ed25519, EC on
 /// P-256, or RSA (rsaEncryption) of at least [`RSA_MIN_BITS`] bits; a one-line reason
 /// otherwise.
-pub fn verifier_from_spki(spki_der: &[u8]) -> Result<Box<dyn Verifier + Send + Sync>, String> {
+pub fn verifier_from_spki(spki_der: &[u8]) -> Result<Box<dyn Verifier + Send + Sync>, KeyError> {
     let spki = spki::SubjectPublicKeyInfoRef::from_der(spki_der)
         .map_err(|e| format!("malformed SubjectPublicKeyInfo: {e}"))?;
     let key = spki
@@ -344,25 +362,25 @@ pub fn verifier_from_spki(spki_der: &[u8]) -> Result<Box<dyn Verifier + Send + S
         OID_EC_PUBLIC_KEY => {
             let curve = spki.algorithm.parameters_oid().ok();
             if curve != Some(OID_P256) {
-                return Err(match curve {
+                return Err(KeyError::from(match curve {
                     Some(c) => format!("EC public key on curve {c}: only P-256 is supported"),
                     None => "EC public key without a named curve: only P-256 is supported".into(),
-                });
+                }));
             }
             let v = EcdsaP256Verifier::from_sec1(key).ok_or("invalid P-256 public key")?;
             Ok(Box::new(v))
         }
         OID_RSA_ENCRYPTION => Ok(Box::new(RsaVerifier::from_pkcs1(key)?)),
-        other => Err(format!(
+        other => Err(KeyError::from(format!(
             "public key algorithm {other} is not supported (Ed25519, P-256 or RSA only)"
-        )),
+        ))),
     }
 }
 
 /// The signer for a PKCS#8 private key (DER, unencrypted), as rcgen and OpenSSL write
 /// them: Ed25519, EC on P-256, or RSA of at least [`RSA_MIN_BITS`] bits (signing
 /// RSASSA-PSS in method 14); a one-line reason otherwise, never key material.
-pub fn signer_from_pkcs8(der: &[u8]) -> Result<Arc<dyn Signer + Send + Sync>, String> {
+pub fn signer_from_pkcs8(der: &[u8]) -> Result<Arc<dyn Signer + Send + Sync>, KeyError> {
     let info = pkcs8::PrivateKeyInfoRef::from_der(der)
         .map_err(|e| format!("malformed PKCS#8 private key: {e}"))?;
     match info.algorithm.oid {
@@ -370,14 +388,14 @@ pub fn signer_from_pkcs8(der: &[u8]) -> Result<Arc<dyn Signer + Send + Sync>, St
         OID_EC_PUBLIC_KEY => {
             let curve = info.algorithm.parameters_oid().ok();
             if curve != Some(OID_P256) {
-                return Err("EC private key not on P-256: only P-256 is supported".into());
+                return Err(KeyError::from("EC private key not on P-256: only P-256 is supported"));
             }
             Ok(Arc::new(EcdsaP256Signer::from_pkcs8(der)?))
         }
         OID_RSA_ENCRYPTION => Ok(Arc::new(RsaSigner::from_pkcs8(der)?)),
-        other => Err(format!(
+        other => Err(KeyError::from(format!(
             "private key algorithm {other} is not supported (Ed25519, P-256 or RSA only)"
-        )),
+        ))),
     }
 }
 
@@ -391,11 +409,11 @@ impl Ed25519Signer {
     }
 
     /// From a PKCS#8 private key (DER, RFC 8410).
-    pub fn from_pkcs8(der: &[u8]) -> Result<Self, String> {
+    pub fn from_pkcs8(der: &[u8]) -> Result<Self, KeyError> {
         use ed25519_dalek::pkcs8::DecodePrivateKey as _;
         ed25519_dalek::SigningKey::from_pkcs8_der(der)
             .map(Self)
-            .map_err(|e| format!("not an Ed25519 PKCS#8 private key: {e}"))
+            .map_err(|e| format!("not an Ed25519 PKCS#8 private key: {e}").into())
     }
 
     /// The matching public key.
@@ -469,10 +487,10 @@ impl EcdsaP256Signer {
     }
 
     /// From a PKCS#8 private key (DER, RFC 5915 inside), which must be on P-256.
-    pub fn from_pkcs8(der: &[u8]) -> Result<Self, String> {
+    pub fn from_pkcs8(der: &[u8]) -> Result<Self, KeyError> {
         let pair = |alg: &'static lc::EcdsaSigningAlgorithm| {
             lc::EcdsaKeyPair::from_pkcs8(alg, der)
-                .map_err(|e| format!("not a P-256 PKCS#8 private key: {e}"))
+                .map_err(|e| KeyError::from(format!("not a P-256 PKCS#8 private key: {e}")))
         };
         Ok(Self {
             der: pair(&lc::ECDSA_P256_SHA256_ASN1_SIGNING)?,
@@ -559,11 +577,11 @@ fn modulus_bits(modulus: &[u8]) -> usize {
 }
 
 /// Refuses RSA moduli under [`RSA_MIN_BITS`]; the size otherwise.
-fn check_rsa_size(modulus: &[u8]) -> Result<usize, String> {
+fn check_rsa_size(modulus: &[u8]) -> Result<usize, KeyError> {
     match modulus_bits(modulus) {
-        bits if bits < RSA_MIN_BITS => Err(format!(
+        bits if bits < RSA_MIN_BITS => Err(KeyError::from(format!(
             "RSA key of {bits} bits refused: at least {RSA_MIN_BITS} bits are required"
-        )),
+        ))),
         bits => Ok(bits),
     }
 }
@@ -583,15 +601,15 @@ pub struct RsaSigner {
 
 impl RsaSigner {
     /// From a PKCS#8 private key (DER, unencrypted) with an rsaEncryption key.
-    pub fn from_pkcs8(der: &[u8]) -> Result<Self, String> {
+    pub fn from_pkcs8(der: &[u8]) -> Result<Self, KeyError> {
         use rsa::pkcs8::DecodePrivateKey as _;
         let info = pkcs8::PrivateKeyInfoRef::from_der(der)
             .map_err(|e| format!("malformed PKCS#8 private key: {e}"))?;
         if info.algorithm.oid != OID_RSA_ENCRYPTION {
-            return Err(format!(
+            return Err(KeyError::from(format!(
                 "PKCS#8 key of algorithm {} is not an RSA key",
                 info.algorithm.oid
-            ));
+            )));
         }
         let bits = Self::size(info.private_key.as_bytes())?;
         let key = aws_lc_rs::rsa::KeyPair::from_pkcs8(der)
@@ -601,7 +619,7 @@ impl RsaSigner {
     }
 
     /// From a PKCS#1 `RSAPrivateKey` (DER).
-    pub fn from_pkcs1(der: &[u8]) -> Result<Self, String> {
+    pub fn from_pkcs1(der: &[u8]) -> Result<Self, KeyError> {
         use rsa::pkcs1::DecodeRsaPrivateKey as _;
         let bits = Self::size(der)?;
         let key = aws_lc_rs::rsa::KeyPair::from_der(der)
@@ -611,7 +629,7 @@ impl RsaSigner {
     }
 
     /// The size of the key in an `RSAPrivateKey`, if large enough.
-    fn size(rsa_private_key: &[u8]) -> Result<usize, String> {
+    fn size(rsa_private_key: &[u8]) -> Result<usize, KeyError> {
         let key = pkcs1::RsaPrivateKeyRef::from_der(rsa_private_key)
             .map_err(|e| format!("malformed RSA private key: {e}"))?;
         check_rsa_size(key.modulus.as_bytes())
@@ -619,13 +637,15 @@ impl RsaSigner {
 
     /// The same key, signing with `alg` in method 14: [`SigAlg::RsaPssSha256`] (the
     /// default) or [`SigAlg::RsaPkcs1Sha256`].
-    pub fn with_algorithm(mut self, alg: SigAlg) -> Result<Self, String> {
+    pub fn with_algorithm(mut self, alg: SigAlg) -> Result<Self, KeyError> {
         match alg {
             SigAlg::RsaPssSha256 | SigAlg::RsaPkcs1Sha256 => {
                 self.algorithm = alg;
                 Ok(self)
             }
-            other => Err(format!("{other:?} is not an RFC 7427 algorithm for RSA keys")),
+            other => {
+                Err(KeyError::from(format!("{other:?} is not an RFC 7427 algorithm for RSA keys")))
+            }
         }
     }
 
@@ -689,12 +709,13 @@ pub struct RsaVerifier {
 
 impl RsaVerifier {
     /// From a PKCS#1 `RSAPublicKey` (DER).
-    pub fn from_pkcs1(der: &[u8]) -> Result<Self, String> {
+    pub fn from_pkcs1(der: &[u8]) -> Result<Self, KeyError> {
         let key = pkcs1::RsaPublicKeyRef::from_der(der)
             .map_err(|e| format!("malformed RSA public key: {e}"))?;
         let bits = check_rsa_size(key.modulus.as_bytes())?;
         let parse = |alg: &'static lc::RsaParameters| {
-            lc::ParsedPublicKey::new(alg, der).map_err(|e| format!("RSA public key refused: {e}"))
+            lc::ParsedPublicKey::new(alg, der)
+                .map_err(|e| KeyError::from(format!("RSA public key refused: {e}")))
         };
         Ok(Self {
             pss: parse(&lc::RSA_PSS_2048_8192_SHA256)?,
@@ -705,14 +726,14 @@ impl RsaVerifier {
     }
 
     /// From a `SubjectPublicKeyInfo` (DER) with an rsaEncryption key.
-    pub fn from_spki(der: &[u8]) -> Result<Self, String> {
+    pub fn from_spki(der: &[u8]) -> Result<Self, KeyError> {
         let spki = spki::SubjectPublicKeyInfoRef::from_der(der)
             .map_err(|e| format!("malformed SubjectPublicKeyInfo: {e}"))?;
         if spki.algorithm.oid != OID_RSA_ENCRYPTION {
-            return Err(format!(
+            return Err(KeyError::from(format!(
                 "public key of algorithm {} is not an RSA key",
                 spki.algorithm.oid
-            ));
+            )));
         }
         let key = spki
             .subject_public_key
@@ -761,8 +782,8 @@ pub(crate) mod tests {
     }
 
     /// Why a key was refused.
-    fn refusal<T>(r: Result<T, String>) -> String {
-        r.err().expect("the key was accepted")
+    fn refusal<T>(r: Result<T, KeyError>) -> String {
+        r.err().expect("the key was accepted").to_string()
     }
 
     fn rsa() -> RsaSigner {
@@ -1026,10 +1047,10 @@ pub(crate) mod tests {
 
     #[test]
     fn rsa_keys_under_2048_bits_are_refused() {
-        let why = RsaSigner::from_pkcs8(RSA1024_PKCS8).unwrap_err();
+        let why = RsaSigner::from_pkcs8(RSA1024_PKCS8).unwrap_err().to_string();
         assert_eq!(why, "RSA key of 1024 bits refused: at least 2048 bits are required");
         assert_eq!(refusal(signer_from_pkcs8(RSA1024_PKCS8)), why);
-        assert_eq!(RsaVerifier::from_spki(RSA1024_SPKI).unwrap_err(), why);
+        assert_eq!(RsaVerifier::from_spki(RSA1024_SPKI).unwrap_err().to_string(), why);
         assert_eq!(refusal(verifier_from_spki(RSA1024_SPKI)), why);
         assert_eq!(modulus_bits(&[0, 0x01, 0xff]), 9);
         assert_eq!(modulus_bits(&[0x80, 0]), 16);
@@ -1171,7 +1192,7 @@ pub(crate) mod tests {
         let mut broken = RSA2048_PKCS8.to_vec();
         broken[40] ^= 0xff;
         if let Err(why) = signer_from_pkcs8(&broken) {
-            assert!(!why.contains("e3b468"), "{why}");
+            assert!(!why.to_string().contains("e3b468"), "{why}");
         }
     }
 

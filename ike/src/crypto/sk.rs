@@ -271,9 +271,20 @@ pub fn seal_bytes(
 /// Opens a protected message: checks the header, finds the SK payload (which must be the
 /// only payload), verifies the ICV, decrypts, and parses the inner payloads.
 pub fn open(keys: &SkKeys, datagram: &[u8]) -> Result<Opened, OpenError> {
-    let c = keys.cipher;
     let packet = HeaderPacket::new_checked(datagram)?;
     let header = HeaderRepr::parse(&packet)?;
+    open_parsed(keys, header, datagram)
+}
+
+/// [`open`] of a datagram whose header was parsed already (`header`, from
+/// `HeaderRepr::parse` of the same bytes), so that it is not parsed twice.
+pub fn open_parsed(
+    keys: &SkKeys,
+    header: HeaderRepr,
+    datagram: &[u8],
+) -> Result<Opened, OpenError> {
+    let c = keys.cipher;
+    let packet = HeaderPacket::new_checked(datagram)?;
     let mut chain = Payloads::new(header.next_payload, packet.payload());
     let sk = chain.next().ok_or(OpenError::NotProtected)??;
     if sk.kind != PayloadType::Encrypted {

@@ -15,39 +15,21 @@
 //! `prf(SK_d (old), g^ir (new) | Ni | Nr)` with the old SA's PRF, and its keys come from
 //! it as in section 2.14 with the new SPIs and the new PRF.
 
+use crate::config::{ChildSa, Config};
 use crate::crypto::dh::{Group, KeyPair};
-use crate::crypto::keys::{IkeKeys, child_keymat, ike_keys, skeyseed_rekey};
+use crate::crypto::keys::{IkeKeys, ike_keys, skeyseed_rekey};
 use crate::crypto::{Prf, Random, Secret};
-use crate::proposal::{EspAlgorithms, IkeAlgorithms, Policy, esp_proposal, ike_proposals};
-use crate::sa::{ChildMode, ChildSa, Config};
+use crate::error::{Error, Misbehavior};
+use crate::exchange::child::{self, derive_child, offered_spi};
+use crate::proposal::{IkeAlgorithms, Policy, esp_proposal, ike_proposals};
 use crate::wire::{
     Payload,
     ke::KeRepr,
     nonce::NonceRepr,
     notify::{NotifyRepr, NotifyType},
-    sa::{ProtocolId, SaRepr, TransformType},
-    ts::{TrafficSelector, TsRepr},
+    sa::{ProtocolId, SaRepr},
+    ts::TsRepr,
 };
-
-/// A refusal as the responder sends it: one error notification.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// The error.
-    pub kind: NotifyType,
-    /// Its data (the group wanted, for `INVALID_KE_PAYLOAD`).
-    pub data: Vec<u8>,
-}
-
-impl Refusal {
-    fn new(kind: NotifyType) -> Self {
-        Self { kind, data: Vec::new() }
-    }
-
-    /// The response's payloads.
-    pub fn payloads(&self) -> Vec<Payload> {
-        vec![Payload::Notify(NotifyRepr::new(self.kind, self.data.clone()))]
-    }
-}
 
 /// Why an exchange we initiated did not give us what we asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,76 +40,28 @@ pub enum Failure {
     Temporary,
     /// `CHILD_SA_NOT_FOUND`: the peer no longer has the child SA we wanted to rekey.
     NotFound,
-    /// Anything else, in one line.
-    Failed(String),
+    /// Anything else.
+    Failed(Error),
 }
 
-pub(crate) fn selectors(payloads: &[Payload]) -> (Option<&TsRepr>, Option<&TsRepr>) {
-    let tsi = payloads.iter().find_map(|p| if let Payload::TsI(t) = p { Some(t) } else { None });
-    let tsr = payloads.iter().find_map(|p| if let Payload::TsR(t) = p { Some(t) } else { None });
-    (tsi, tsr)
-}
-
-/// Whether one of `offered` includes all of `host`'s traffic.
-pub(crate) fn covers(offered: &TsRepr, host: &TrafficSelector) -> bool {
-    offered.selectors.iter().any(|ts| {
-        ts.start.is_ipv4() == host.start.is_ipv4()
-            && ts.start <= host.start
-            && host.end <= ts.end
-            && (ts.protocol == 0 || ts.protocol == host.protocol)
-            && ts.start_port <= host.start_port
-            && host.end_port <= ts.end_port
-    })
-}
-
-/// Whether a responder narrowed a selector payload to exactly `want`.
-pub(crate) fn narrowed_to(t: Option<&TsRepr>, want: &TrafficSelector) -> bool {
-    t.is_some_and(|t| {
-        t.selectors.len() == 1
-            && covers(t, want)
-            && covers(&TsRepr { selectors: vec![*want] }, &t.selectors[0])
-    })
-}
-
-pub(crate) fn has_notify(payloads: &[Payload], kind: NotifyType) -> bool {
-    payloads.iter().any(|p| matches!(p, Payload::Notify(n) if n.kind == kind))
-}
-
-/// The child SA an exchange made, between our host and the peer's. Its two AES-GCM keys
-/// (with salt) come from `KEYMAT = prf+(SK_d, [g^ir |] Ni | Nr)`, the
-/// initiator-to-responder key first (section 2.17): which one we receive with depends on
-/// whether we `initiated` the exchange. `spi_out` is the peer's SPI as it proposed or
-/// answered it.
-pub(crate) fn derive_child(
-    cfg: &Config,
-    (prf, sk_d, g_ir): (Prf, &[u8], Option<&[u8]>),
-    (ni, nr): (&[u8], &[u8]),
-    algs: EspAlgorithms,
-    (spi_in, spi_out): ([u8; 4], &[u8]),
-    initiated: bool,
-) -> ChildSa {
-    let len = usize::from(algs.gcm_key_bits / 8) + 4;
-    let keymat = child_keymat(prf, sk_d, g_ir, ni, nr, 2 * len).unwrap_or_default();
-    let (i_to_r, r_to_i) =
-        (Secret::new(keymat[..len].to_vec()), Secret::new(keymat[len..].to_vec()));
-    let (key_in, key_out) = if initiated { (r_to_i, i_to_r) } else { (i_to_r, r_to_i) };
-    ChildSa {
-        spi_in: u32::from_be_bytes(spi_in),
-        spi_out: <[u8; 4]>::try_from(spi_out).map_or(0, u32::from_be_bytes),
-        key_in,
-        key_out,
-        algorithms: algs,
-        mode: ChildMode::Transport,
-        local: cfg.local_ts(),
-        remote: cfg.remote_ts(),
+impl Failure {
+    /// The error to report once we stop asking.
+    pub fn into_error(self) -> Error {
+        match self {
+            Failure::RetryWithGroup(_) => Error::PeerRefused(NotifyType::InvalidKePayload),
+            Failure::Temporary => Error::PeerBusy,
+            Failure::NotFound => Error::PeerChildSaNotFound,
+            Failure::Failed(e) => e,
+        }
     }
 }
 
-/// The SPI an initiator put in the proposal the responder chose (`chosen` carries the
-/// proposal's number).
-pub(crate) fn offered_spi<'a>(offered: &'a SaRepr, chosen: &SaRepr) -> &'a [u8] {
-    let num = chosen.proposals.first().map(|p| p.num);
-    offered.proposals.iter().find(|p| Some(p.num) == num).map_or(&[], |p| p.spi.as_slice())
+fn bad(why: &'static str) -> Failure {
+    Failure::Failed(Misbehavior::BadAnswer(why).into())
+}
+
+fn syntax(why: &'static str) -> Error {
+    Misbehavior::InvalidRequest(why).into()
 }
 
 /// The keys of an IKE SA made by a rekey (section 2.18).
@@ -184,12 +118,12 @@ fn failure_of(
                 Some(g) if Some(g) != sent && offered_groups.contains(&g) => {
                     Failure::RetryWithGroup(g)
                 }
-                _ => Failure::Failed("the peer asked for a D-H group we did not offer".into()),
+                _ => Failure::Failed(Misbehavior::UnofferedGroup.into()),
             }
         }
         NotifyType::TemporaryFailure => Failure::Temporary,
         NotifyType::ChildSaNotFound => Failure::NotFound,
-        kind => Failure::Failed(format!("the peer refused: {kind:?}")),
+        kind => Failure::Failed(Error::PeerRefused(kind)),
     })
 }
 
@@ -272,42 +206,29 @@ impl ChildOffer {
         if let Some(f) = failure_of(payloads, &cfg.policy.pfs_groups, sent) {
             return Err(f);
         }
-        let fail = |why: &str| Failure::Failed(why.to_string());
-        if !has_notify(payloads, NotifyType::UseTransportMode) {
-            return Err(fail("the peer did not accept transport mode"));
-        }
-        let sa = first_sa(payloads).ok_or_else(|| fail("no SA payload in the answer"))?;
-        let nr = nonce(payloads).ok_or_else(|| fail("no nonce in the answer"))?;
+        let fail = bad;
         let peer_ke = ke(payloads);
-        let (algs, _) = cfg
-            .policy
-            .choose_esp(sa, self.spi, peer_ke.and_then(|k| Group::from_id(k.group)))
-            .map_err(|_| fail("the child SA answer is not one we offered"))?;
-        let answer = &sa.proposals[0];
-        if sa.proposals.len() != 1 || answer.num != 1 || answer.spi.len() != 4 {
-            return Err(fail("malformed child SA answer"));
-        }
+        // The answer's proposal is numbered 1: we offered one proposal (section 3.3.1).
+        let ke_group = peer_ke.and_then(|k| Group::from_id(k.group));
+        let (algs, peer_spi) =
+            child::check_answer(cfg, payloads, self.spi, ke_group, 1).map_err(Failure::Failed)?;
+        let nr = nonce(payloads).ok_or_else(|| fail("no nonce in the answer"))?;
         if algs.group != sent {
             return Err(fail("the peer answered PFS with another D-H group than ours"));
         }
         let g_ir = match (&self.kp, peer_ke) {
             (Some(kp), Some(k)) => {
-                Some(kp.agree(&k.data).map_err(|e| Failure::Failed(format!("PFS: {e}")))?)
+                Some(kp.agree(&k.data).map_err(|e| Failure::Failed(Misbehavior::from(e).into()))?)
             }
             (None, None) => None,
             _ => return Err(fail("the KE payloads of the exchange do not match")),
         };
-        let (local, remote) = (cfg.local_ts(), cfg.remote_ts());
-        let (tsi, tsr) = selectors(payloads);
-        if !(narrowed_to(tsi, &local) && narrowed_to(tsr, &remote)) {
-            return Err(fail("the peer narrowed the traffic selectors to something else"));
-        }
         let child = derive_child(
             cfg,
             (prf, sk_d, g_ir.as_deref().map(Vec::as_slice)),
             (&self.ni, nr),
             algs,
-            (self.spi, &answer.spi),
+            (self.spi, peer_spi),
             true,
         );
         Ok((child, nr.to_vec()))
@@ -378,7 +299,7 @@ impl IkeOffer {
         if let Some(f) = failure_of(payloads, &policy.groups, Some(self.kp.group())) {
             return Err(f);
         }
-        let fail = |why: &str| Failure::Failed(why.to_string());
+        let fail = bad;
         let sa = first_sa(payloads).ok_or_else(|| fail("no SA payload in the answer"))?;
         let nr = nonce(payloads).ok_or_else(|| fail("no nonce in the answer"))?;
         let peer_ke = ke(payloads).ok_or_else(|| fail("no KE payload in the answer"))?;
@@ -396,7 +317,10 @@ impl IkeOffer {
         if spi_r == 0 {
             return Err(fail("the peer's new IKE SPI is zero"));
         }
-        let g_ir = self.kp.agree(&peer_ke.data).map_err(|e| Failure::Failed(e.to_string()))?;
+        let g_ir = self
+            .kp
+            .agree(&peer_ke.data)
+            .map_err(|e| Failure::Failed(Misbehavior::from(e).into()))?;
         Ok(IkeAnswer { algorithms, spi_r, nr: nr.to_vec(), g_ir })
     }
 }
@@ -431,16 +355,18 @@ pub enum Request<'a> {
 /// Sorts out a request; a request that is not well formed is refused with
 /// `INVALID_SYNTAX` (section 2.21.2), one for something we do not do with
 /// `NO_PROPOSAL_CHOSEN`.
-pub fn parse_request(payloads: &[Payload]) -> Result<Request<'_>, Refusal> {
-    let syntax = || Refusal::new(NotifyType::InvalidSyntax);
-    let sa = first_sa(payloads).ok_or_else(syntax)?;
-    let ni = nonce(payloads).ok_or_else(syntax)?;
-    let protocol = sa.proposals.first().map(|p| p.protocol).ok_or_else(syntax)?;
+pub fn parse_request(payloads: &[Payload]) -> Result<Request<'_>, Error> {
+    let sa = first_sa(payloads).ok_or_else(|| syntax("no SA payload"))?;
+    let ni = nonce(payloads).ok_or_else(|| syntax("no nonce"))?;
+    let protocol =
+        sa.proposals.first().map(|p| p.protocol).ok_or_else(|| syntax("an empty SA payload"))?;
     if sa.proposals.iter().any(|p| p.protocol != protocol) {
-        return Err(syntax());
+        return Err(syntax("proposals of different protocols"));
     }
     match protocol {
-        ProtocolId::Ike => Ok(Request::Ike { sa, ni, ke: ke(payloads).ok_or_else(syntax)? }),
+        ProtocolId::Ike => {
+            Ok(Request::Ike { sa, ni, ke: ke(payloads).ok_or_else(|| syntax("no KE payload"))? })
+        }
         ProtocolId::Esp => {
             let rekey = payloads
                 .iter()
@@ -453,12 +379,12 @@ pub fn parse_request(payloads: &[Payload]) -> Result<Request<'_>, Refusal> {
                         .ok()
                         .filter(|_| n.protocol == Some(ProtocolId::Esp))
                         .map(u32::from_be_bytes)
-                        .ok_or_else(syntax)
+                        .ok_or_else(|| syntax("a REKEY_SA without an ESP SPI"))
                 })
                 .transpose()?;
             Ok(Request::Child { rekey, sa, ni, ke: ke(payloads), payloads })
         }
-        _ => Err(Refusal::new(NotifyType::NoProposalChosen)),
+        _ => Err(Error::NoProposalChosen),
     }
 }
 
@@ -479,36 +405,9 @@ pub fn answer_child(
     (sa, ni, peer_ke, payloads): (&SaRepr, &[u8], Option<&KeRepr>, &[Payload]),
     spi: [u8; 4],
     (nonce_len, rng): (usize, &mut dyn Random),
-) -> Result<ChildAnswer, Refusal> {
-    if !has_notify(payloads, NotifyType::UseTransportMode) {
-        return Err(Refusal::new(NotifyType::NoProposalChosen)); // the mesh only does transport
-    }
+) -> Result<ChildAnswer, Error> {
+    let (algs, chosen) = child::choose(cfg, payloads, Some(sa), peer_ke, spi)?;
     let (local, remote) = (cfg.local_ts(), cfg.remote_ts());
-    let (tsi, tsr) = selectors(payloads);
-    if !(tsi.is_some_and(|t| covers(t, &remote)) && tsr.is_some_and(|t| covers(t, &local))) {
-        return Err(Refusal::new(NotifyType::TsUnacceptable));
-    }
-    let ke_group = match peer_ke {
-        Some(k) => Some(Group::from_id(k.group).ok_or(Refusal::new(NotifyType::InvalidSyntax))?),
-        None => None,
-    };
-    let Ok((algs, chosen)) = cfg.policy.choose_esp(sa, spi, ke_group) else {
-        // A proposal we would take with PFS in another of its groups: ask for that
-        // group's KE (section 1.3.1) rather than refusing outright.
-        let other = sa
-            .proposals
-            .iter()
-            .flat_map(|p| p.transforms.iter())
-            .filter(|t| t.kind == TransformType::Dh)
-            .filter_map(|t| Group::from_id(t.id))
-            .find(|g| Some(*g) != ke_group && cfg.policy.choose_esp(sa, spi, Some(*g)).is_ok());
-        return Err(match (ke_group, other) {
-            (Some(_), Some(g)) => {
-                Refusal { kind: NotifyType::InvalidKePayload, data: g.id().to_be_bytes().to_vec() }
-            }
-            _ => Refusal::new(NotifyType::NoProposalChosen),
-        });
-    };
     let peer_spi = offered_spi(sa, &chosen).to_vec();
     let nr = random_vec(rng, nonce_len);
     let mut response = vec![
@@ -519,7 +418,7 @@ pub fn answer_child(
     let g_ir = match (algs.group, peer_ke) {
         (Some(g), Some(k)) => {
             let kp = KeyPair::generate(g, rng);
-            let shared = kp.agree(&k.data).map_err(|_| Refusal::new(NotifyType::InvalidSyntax))?;
+            let shared = kp.agree(&k.data).map_err(Misbehavior::from)?;
             response.push(Payload::Ke(KeRepr { group: g.id(), data: kp.public().to_vec() }));
             Some(shared)
         }
@@ -558,22 +457,18 @@ pub fn answer_ike(
     (sa, peer_ke): (&SaRepr, &KeRepr),
     spi: u64,
     (nonce_len, rng): (usize, &mut dyn Random),
-) -> Result<IkeRekeyAnswer, Refusal> {
-    let (algorithms, chosen) = policy
-        .choose_ike(sa, &spi.to_be_bytes())
-        .map_err(|_| Refusal::new(NotifyType::NoProposalChosen))?;
+) -> Result<IkeRekeyAnswer, Error> {
+    let (algorithms, chosen) =
+        policy.choose_ike(sa, &spi.to_be_bytes()).map_err(|_| Error::NoProposalChosen)?;
     if peer_ke.group != algorithms.group.id() {
-        return Err(Refusal {
-            kind: NotifyType::InvalidKePayload,
-            data: algorithms.group.id().to_be_bytes().to_vec(),
-        });
+        return Err(Error::InvalidKe(algorithms.group));
     }
     let spi_i = <[u8; 8]>::try_from(offered_spi(sa, &chosen)).map_or(0, u64::from_be_bytes);
     if spi_i == 0 {
-        return Err(Refusal::new(NotifyType::InvalidSyntax));
+        return Err(syntax("a zero SPI for the new IKE SA"));
     }
     let kp = KeyPair::generate(algorithms.group, rng);
-    let g_ir = kp.agree(&peer_ke.data).map_err(|_| Refusal::new(NotifyType::InvalidSyntax))?;
+    let g_ir = kp.agree(&peer_ke.data).map_err(Misbehavior::from)?;
     let nr = random_vec(rng, nonce_len);
     let response = vec![
         Payload::Sa(chosen),

@@ -23,22 +23,20 @@
 //! authenticated to. Methods 1, 9 and 14 are accepted from the peer, each only with a
 //! key of its type and an algorithm in [`Config::signature_algorithms`].
 
+use crate::config::{ChildSa, Config};
 use crate::crypto::Prf;
 use crate::crypto::auth::{
     SigAlg, Signer, Verifier, auth_data, signed_octets, verify_auth_data, verify_signature,
 };
-use crate::exchange::create_child_sa::{
-    covers, derive_child, has_notify, narrowed_to, offered_spi, selectors,
-};
+use crate::error::{AuthFailure, Error};
+use crate::exchange::child::{self, derive_child, has_notify, offered_spi};
 use crate::proposal::esp_proposal;
-use crate::sa::{ChildSa, Config};
 use crate::wire::{
     Message, Payload,
     auth::{AuthMethod, AuthRepr},
     cert::{CertRepr, X509_SIGNATURE},
     id::IdRepr,
     notify::{NotifyRepr, NotifyType},
-    sa::SaRepr,
     ts::TsRepr,
 };
 
@@ -176,8 +174,8 @@ fn credentials(
     cfg: &Config,
     ctx: &AuthContext<'_>,
     initiator: bool,
-) -> Result<Vec<Payload>, String> {
-    let auth = our_auth(cfg.signer.as_ref(), ctx, &cfg.local_id)?;
+) -> Result<Vec<Payload>, Error> {
+    let auth = our_auth(cfg.signer.as_ref(), ctx, &cfg.local_id).map_err(AuthFailure::Ourselves)?;
     let mut out = identity(cfg, initiator);
     out.push(Payload::Auth(auth));
     Ok(out)
@@ -201,7 +199,7 @@ fn check_peer(
     ctx: &AuthContext<'_>,
     payloads: &[Payload],
     initiator: bool,
-) -> Result<IdRepr, String> {
+) -> Result<IdRepr, AuthFailure> {
     let id = payloads
         .iter()
         .find_map(|p| match p {
@@ -209,7 +207,7 @@ fn check_peer(
             Payload::IdR(id) if initiator => Some(id),
             _ => None,
         })
-        .ok_or("no identification payload")?;
+        .ok_or(AuthFailure::Missing("identification"))?;
     let certs: Vec<Vec<u8>> = payloads
         .iter()
         .filter_map(|p| match p {
@@ -223,23 +221,27 @@ fn check_peer(
             Payload::Auth(a) => Some(a),
             _ => None,
         })
-        .ok_or("no AUTH payload")?;
+        .ok_or(AuthFailure::Missing("AUTH"))?;
     if auth.method != AuthMethod::DigitalSignature && classic_algorithm(auth.method).is_none() {
-        return Err(unaccepted(auth.method));
+        return Err(AuthFailure::Signature(unaccepted(auth.method)));
     }
-    let verifier = cfg.authenticator.authenticate(id, &certs)?;
-    check_auth(verifier.as_ref(), &cfg.signature_algorithms, ctx, id, auth)?;
+    let verifier = cfg
+        .authenticator
+        .authenticate(id, &certs)
+        .map_err(|e| AuthFailure::Certificate(e.to_string()))?;
+    check_auth(verifier.as_ref(), &cfg.signature_algorithms, ctx, id, auth)
+        .map_err(AuthFailure::Signature)?;
     Ok(id.clone())
 }
 
-/// The initiator's request payloads; `child_spi` is our inbound ESP SPI. Fails, with a
-/// one-line reason, when we cannot authenticate ourselves to this peer (an Ed25519 key
-/// and a peer without RFC 7427, or no common hash).
+/// The initiator's request payloads; `child_spi` is our inbound ESP SPI. Fails
+/// ([`AuthFailure::Ourselves`]) when we cannot authenticate ourselves to this peer (an
+/// Ed25519 key and a peer without RFC 7427, or no common hash).
 pub fn try_request(
     cfg: &Config,
     ctx: &AuthContext<'_>,
     child_spi: [u8; 4],
-) -> Result<Vec<Payload>, String> {
+) -> Result<Vec<Payload>, Error> {
     let mut out = credentials(cfg, ctx, true)?;
     out.extend(child_request(cfg, child_spi));
     Ok(out)
@@ -287,59 +289,28 @@ pub struct Accepted {
     pub response: Vec<Payload>,
     /// The authenticated initiator.
     pub peer: IdRepr,
-    /// The child SA, unless it was refused (the refusal is in `response`).
-    pub child: Option<ChildSa>,
+    /// The child SA, or why it was refused (the refusal is in `response`).
+    pub child: Result<ChildSa, Error>,
     /// Whether the request carried `INITIAL_CONTACT` (section 3.10.1): the initiator
     /// says this is the only IKE SA between the two authenticated identities.
     pub initial_contact: bool,
 }
 
-/// A request the responder refused.
-#[derive(Debug)]
-pub struct Refused {
-    /// The response's payloads (the error notification).
-    pub response: Vec<Payload>,
-    /// Why, in one line.
-    pub reason: String,
-}
-
-/// The responder's handling of a request.
+/// The responder's handling of a request. A request refused as a whole is answered
+/// with the error's notification ([`Error::notify_payload`]).
 pub fn process_request(
     cfg: &Config,
     ctx: &AuthContext<'_>,
     payloads: &[Payload],
     (sk_d, ni, nr): (&[u8], &[u8], &[u8]),
     child_spi: [u8; 4],
-) -> Result<Accepted, Refused> {
-    let refuse = |kind: NotifyType, reason: String| Refused {
-        response: vec![Payload::Notify(NotifyRepr::new(kind, Vec::new()))],
-        reason,
-    };
-    let peer = check_peer(cfg, ctx, payloads, false).map_err(|why| {
-        refuse(NotifyType::AuthenticationFailed, format!("peer not authenticated: {why}"))
-    })?;
-    let mut out = credentials(cfg, ctx, false).map_err(|why| {
-        refuse(NotifyType::AuthenticationFailed, format!("cannot authenticate ourselves: {why}"))
-    })?;
+) -> Result<Accepted, Error> {
+    let peer = check_peer(cfg, ctx, payloads, false)?;
+    let mut out = credentials(cfg, ctx, false)?;
     // The IKE SA stands from here; a child that cannot be had is refused on its own.
     let sa = payloads.iter().find_map(|p| if let Payload::Sa(s) = p { Some(s) } else { None });
-    let (tsi, tsr) = selectors(payloads);
     let (local, remote) = (cfg.local_ts(), cfg.remote_ts());
-    let child_refusal = if !has_notify(payloads, NotifyType::UseTransportMode) {
-        Some(NotifyType::NoProposalChosen) // the mesh only does transport mode
-    } else if !(tsi.is_some_and(|t| covers(t, &remote)) && tsr.is_some_and(|t| covers(t, &local))) {
-        Some(NotifyType::TsUnacceptable)
-    } else {
-        None
-    };
-    let choice = match (child_refusal, sa) {
-        (None, Some(sa)) => {
-            cfg.policy.choose_esp(sa, child_spi, None).map_err(|_| NotifyType::NoProposalChosen)
-        }
-        (None, None) => Err(NotifyType::NoProposalChosen),
-        (Some(kind), _) => Err(kind),
-    };
-    let child = match choice {
+    let child = match child::choose(cfg, payloads, sa, None, child_spi) {
         Ok((algs, chosen)) => {
             let peer_spi = sa.map(|sa| offered_spi(sa, &chosen).to_vec()).unwrap_or_default();
             let child = derive_child(
@@ -354,11 +325,11 @@ pub fn process_request(
             out.push(Payload::Sa(chosen));
             out.push(Payload::TsI(TsRepr { selectors: vec![remote] }));
             out.push(Payload::TsR(TsRepr { selectors: vec![local] }));
-            Some(child)
+            Ok(child)
         }
-        Err(kind) => {
-            out.push(Payload::Notify(NotifyRepr::new(kind, Vec::new())));
-            None
+        Err(e) => {
+            out.extend(e.refusal());
+            Err(e)
         }
     };
     let initial_contact = has_notify(payloads, NotifyType::InitialContact);
@@ -373,15 +344,11 @@ pub fn process_response(
     payloads: &[Payload],
     (sk_d, ni, nr): (&[u8], &[u8], &[u8]),
     child_spi: [u8; 4],
-) -> Result<(IdRepr, Result<ChildSa, String>), String> {
+) -> Result<(IdRepr, Result<ChildSa, Error>), Error> {
     // Our request had no AUTH payload if we could not sign for this peer (`request`).
-    our_method(cfg.signer.as_ref(), ctx.peer_first)
-        .map_err(|why| format!("cannot authenticate ourselves: {why}"))?;
-    if let Some(n) = payloads.iter().find_map(|p| match p {
-        Payload::Notify(n) if n.kind == NotifyType::AuthenticationFailed => Some(n),
-        _ => None,
-    }) {
-        return Err(format!("the peer refused our authentication ({:?})", n.kind));
+    our_method(cfg.signer.as_ref(), ctx.peer_first).map_err(AuthFailure::Ourselves)?;
+    if has_notify(payloads, NotifyType::AuthenticationFailed) {
+        return Err(AuthFailure::Refused.into());
     }
     let peer = check_peer(cfg, ctx, payloads, true)?;
     let child = (|| {
@@ -389,34 +356,14 @@ pub fn process_response(
             Payload::Notify(n) if n.kind.is_error() => Some(n.kind),
             _ => None,
         }) {
-            return Err(format!("the peer refused the child SA: {kind:?}"));
+            return Err(Error::PeerRefused(kind));
         }
-        if !has_notify(payloads, NotifyType::UseTransportMode) {
-            return Err("the peer did not accept transport mode".into());
-        }
-        let sa: &SaRepr = payloads
-            .iter()
-            .find_map(|p| if let Payload::Sa(s) = p { Some(s) } else { None })
-            .ok_or("no SA payload for the child")?;
+        // The answer's proposal carries the number of the one we offered.
         let offered =
             esp_proposal(&cfg.policy.esp_gcm_key_bits, &cfg.policy.esp_esn, &[], child_spi);
-        let (algs, _) = cfg
-            .policy
-            .choose_esp(sa, child_spi, None)
-            .map_err(|_| "the child SA answer is not one we offered")?;
-        let answer = &sa.proposals[0];
-        if sa.proposals.len() != 1
-            || answer.num != offered.proposals[0].num
-            || answer.spi.len() != 4
-        {
-            return Err("malformed child SA answer".to_string());
-        }
-        let (local, remote) = (cfg.local_ts(), cfg.remote_ts());
-        let (tsi, tsr) = selectors(payloads);
-        if !(narrowed_to(tsi, &local) && narrowed_to(tsr, &remote)) {
-            return Err("the peer narrowed the traffic selectors to something else".into());
-        }
-        Ok(derive_child(cfg, (ctx.prf, sk_d, None), (ni, nr), algs, (child_spi, &answer.spi), true))
+        let (algs, peer_spi) =
+            child::check_answer(cfg, payloads, child_spi, None, offered.proposals[0].num)?;
+        Ok(derive_child(cfg, (ctx.prf, sk_d, None), (ni, nr), algs, (child_spi, peer_spi), true))
     })();
     Ok((peer, child))
 }
@@ -424,12 +371,12 @@ pub fn process_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{PeerAuthenticator, Retransmit};
     use crate::crypto::auth::tests::vectors::{
         ED25519_PKCS8, ED25519_SPKI, P256_PKCS8, P256_SPKI, RSA2048_PKCS8, RSA2048_SPKI,
     };
     use crate::crypto::auth::{KeyType, signer_from_pkcs8, verifier_from_spki};
     use crate::exchange::ike_sa_init::{self, HASH_ALGORITHMS};
-    use crate::sa::{PeerAuthenticator, Retransmit};
     use crate::wire::{id::IdType, nonce::NonceRepr};
     use std::sync::Arc;
 
@@ -642,7 +589,11 @@ mod tests {
     struct SpkiCerts;
 
     impl PeerAuthenticator for SpkiCerts {
-        fn authenticate(&self, _: &IdRepr, certs: &[Vec<u8>]) -> Result<Box<dyn Verifier>, String> {
+        fn authenticate(
+            &self,
+            _: &IdRepr,
+            certs: &[Vec<u8>],
+        ) -> Result<Box<dyn Verifier>, Box<dyn std::error::Error + Send + Sync>> {
             let verifier = verifier_from_spki(certs.first().ok_or("no certificate")?)?;
             Ok(verifier)
         }
@@ -667,21 +618,26 @@ mod tests {
         let keys = ([0; 32].as_slice(), [0; 32].as_slice(), [0; 32].as_slice());
         let ed = config(ED25519_PKCS8, ED25519_SPKI, "ed");
         let ec = config(P256_PKCS8, P256_SPKI, "ec");
-        let reason = "cannot authenticate ourselves: the peer sent no SIGNATURE_HASH_ALGORITHMS \
-                      (no RFC 7427 signatures), and an Ed25519 key has no classic AUTH method";
+        let reason = "IKE_AUTH: cannot authenticate ourselves: the peer sent no \
+                      SIGNATURE_HASH_ALGORITHMS (no RFC 7427 signatures), and an Ed25519 key \
+                      has no classic AUTH method";
         // As initiator: the responder announced nothing.
         let inits = Inits::new(Some(&HASH_ALGORITHMS), None);
         let ctx = inits.ctx(true);
-        assert!(try_request(&ed, &ctx, [0, 0, 0, 1]).unwrap_err().contains("Ed25519 key"));
+        assert!(matches!(
+            try_request(&ed, &ctx, [0, 0, 0, 1]),
+            Err(Error::Authentication(AuthFailure::Ourselves(why))) if why.contains("Ed25519 key")
+        ));
         let request = request(&ed, &ctx, [0, 0, 0, 1]);
         assert!(!request.iter().any(|p| matches!(p, Payload::Auth(_))));
         // The responder (a P-256 key) refuses it; the initiator says why.
         let refused = process_request(&ec, &inits.ctx(false), &request, keys, [0, 0, 0, 2])
             .map(|_| ())
             .unwrap_err();
-        assert_eq!(refused.reason, "peer not authenticated: no AUTH payload");
-        let why = process_response(&ed, &ctx, &refused.response, keys, [0, 0, 0, 1]).unwrap_err();
-        assert_eq!(why, reason);
+        assert_eq!(refused, Error::Authentication(AuthFailure::Missing("AUTH")));
+        assert_eq!(refused.to_string(), "IKE_AUTH: peer not authenticated: no AUTH payload");
+        let why = process_response(&ed, &ctx, &refused.refusal(), keys, [0, 0, 0, 1]).unwrap_err();
+        assert_eq!(why.to_string(), reason);
         // As responder: the initiator announced nothing; its method-9 AUTH is fine, ours
         // cannot be made.
         let inits = Inits::new(None, Some(&HASH_ALGORITHMS));
@@ -689,9 +645,9 @@ mod tests {
         let refused = process_request(&ed, &inits.ctx(false), &request, keys, [0, 0, 0, 2])
             .map(|_| ())
             .unwrap_err();
-        assert_eq!(refused.reason, reason);
+        assert_eq!(refused.to_string(), reason);
         assert!(matches!(
-            &refused.response[..],
+            &refused.refusal()[..],
             [Payload::Notify(n)] if n.kind == NotifyType::AuthenticationFailed
         ));
         // With RFC 7427 on both sides, both authenticate.

@@ -10,6 +10,7 @@
 //! `N(SHA)` is `SIGNATURE_HASH_ALGORITHMS` (RFC 7427): SHA2-256 and Identity (RFC 8420).
 
 use crate::crypto::dh::{Group, KeyPair};
+use crate::error::{Error, Misbehavior};
 use crate::proposal::{IkeAlgorithms, Policy};
 use crate::wire::{
     ExchangeType, Flags, HeaderRepr, Message, Payload, PayloadType,
@@ -74,8 +75,8 @@ pub enum Answer {
         /// The initiator's nonce.
         ni: Vec<u8>,
     },
-    /// Refuse with this notification (and its data).
-    Refuse(NotifyType, Vec<u8>),
+    /// Refuse, with this error's notification.
+    Refuse(Error),
 }
 
 /// Processes a request as a responder. `None`: not an acceptable `IKE_SA_INIT` request
@@ -102,16 +103,14 @@ pub fn process_request(policy: &Policy, msg: &Message) -> Option<Answer> {
         }
     }
     let (Some(sa), Some(ke), Some(nonce)) = (sa, ke, nonce) else {
-        return Some(Answer::Refuse(NotifyType::InvalidSyntax, Vec::new()));
+        let missing = Misbehavior::InvalidRequest("IKE_SA_INIT request without SA, KE and nonce");
+        return Some(Answer::Refuse(missing.into()));
     };
     let Ok((algorithms, chosen)) = policy.choose_ike(sa, &[]) else {
-        return Some(Answer::Refuse(NotifyType::NoProposalChosen, Vec::new()));
+        return Some(Answer::Refuse(Error::NoProposalChosen));
     };
     if ke.group != algorithms.group.id() {
-        return Some(Answer::Refuse(
-            NotifyType::InvalidKePayload,
-            algorithms.group.id().to_be_bytes().to_vec(),
-        ));
+        return Some(Answer::Refuse(Error::InvalidKe(algorithms.group)));
     }
     Some(Answer::Accept { algorithms, chosen, ke: ke.data.clone(), ni: nonce.0.clone() })
 }
@@ -130,13 +129,17 @@ pub fn response(spi_i: u64, spi_r: u64, chosen: &SaRepr, kp: &KeyPair, nr: &[u8]
     Message { header: header(spi_i, spi_r, false, true), payloads }.emit()
 }
 
-/// The response that refuses (responder SPI zero: no state is kept, section 2.6).
-pub fn refusal(spi_i: u64, kind: NotifyType, data: Vec<u8>) -> Vec<u8> {
-    Message {
-        header: header(spi_i, 0, false, true),
-        payloads: vec![Payload::Notify(NotifyRepr::new(kind, data))],
-    }
-    .emit()
+/// The response that refuses for `error` (responder SPI zero: no state is kept, section
+/// 2.6); `None` if the error sends no notification.
+pub fn refusal(spi_i: u64, error: &Error) -> Option<Vec<u8>> {
+    error.notify_payload().map(|n| notification(spi_i, n))
+}
+
+/// A response of one notification and no state (responder SPI zero): a refusal, or a
+/// COOKIE challenge (section 2.6).
+pub fn notification(spi_i: u64, notify: NotifyRepr) -> Vec<u8> {
+    Message { header: header(spi_i, 0, false, true), payloads: vec![Payload::Notify(notify)] }
+        .emit()
 }
 
 /// What an initiator makes of a response.
@@ -158,7 +161,7 @@ pub enum Outcome {
     /// Send the same request again with this cookie first (section 2.6).
     Cookie(Vec<u8>),
     /// Refused, or a response we cannot accept: why.
-    Failed(String),
+    Failed(Error),
 }
 
 /// Processes a response as the initiator that sent `offer` with a KE of `group`.
@@ -177,18 +180,18 @@ pub fn process_response(offer_policy: &Policy, group: Group, msg: &Message) -> O
                     Some(g) if g != group && offer_policy.groups.contains(&g) => {
                         Outcome::RetryWithGroup(g)
                     }
-                    _ => Outcome::Failed("peer asked for a D-H group we did not offer".into()),
+                    _ => Outcome::Failed(Misbehavior::UnofferedGroup.into()),
                 };
             }
             Payload::Notify(n) if n.kind == NotifyType::Cookie => {
                 return if (1..=64).contains(&n.data.len()) {
                     Outcome::Cookie(n.data.clone())
                 } else {
-                    Outcome::Failed("peer sent a COOKIE of a length RFC 7296 does not allow".into())
+                    Outcome::Failed(Misbehavior::BadCookie.into())
                 };
             }
             Payload::Notify(n) if n.kind.is_error() => {
-                return Outcome::Failed(format!("peer refused IKE_SA_INIT: {:?}", n.kind));
+                return Outcome::Failed(Error::PeerRefused(n.kind));
             }
             Payload::Sa(s) => sa = Some(s),
             Payload::Ke(k) => ke = Some(k),
@@ -197,7 +200,9 @@ pub fn process_response(offer_policy: &Policy, group: Group, msg: &Message) -> O
         }
     }
     let (Some(sa), Some(ke), Some(nonce)) = (sa, ke, nonce) else {
-        return Outcome::Failed("IKE_SA_INIT response without SA, KE and nonce".into());
+        return Outcome::Failed(
+            Misbehavior::BadAnswer("IKE_SA_INIT response without SA, KE and nonce").into(),
+        );
     };
     // The answer must be one proposal we would have accepted ourselves.
     match offer_policy.choose_ike(sa, &[]) {
@@ -211,6 +216,8 @@ pub fn process_response(offer_policy: &Policy, group: Group, msg: &Message) -> O
                 nr: nonce.0.clone(),
             }
         }
-        _ => Outcome::Failed("IKE_SA_INIT response chose something we did not offer".into()),
+        _ => Outcome::Failed(
+            Misbehavior::BadAnswer("IKE_SA_INIT response chose something we did not offer").into(),
+        ),
     }
 }

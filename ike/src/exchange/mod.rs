@@ -5,6 +5,8 @@
 //! response), in the manner of strongSwan's task modules, so that the SA state machine
 //! in [`crate::sa`] only queues exchanges and routes messages to them.
 
+pub mod child;
 pub mod create_child_sa;
 pub mod ike_auth;
 pub mod ike_sa_init;
+pub mod informational;

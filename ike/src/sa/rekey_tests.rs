@@ -5,7 +5,12 @@
 
 use super::tests::{config, established, events, shuttle, side};
 use super::*;
+use crate::crypto::Secret;
+use crate::crypto::sk::open;
 use crate::crypto::tests::TestRng;
+use crate::proposal::{EspAlgorithms, Policy};
+use crate::wire::notify::NotifyRepr;
+use crate::wire::ts::TrafficSelector;
 use std::collections::HashMap;
 
 /// Child SAs by inbound SPI, as each side's events announced them.

@@ -25,6 +25,13 @@ impl Message {
     pub fn parse(datagram: &[u8]) -> Result<Self> {
         let packet = HeaderPacket::new_checked(datagram)?;
         let header = HeaderRepr::parse(&packet)?;
+        Self::parse_payloads(header, datagram)
+    }
+
+    /// [`Message::parse`] of a datagram whose header was parsed already (`header`, from
+    /// `HeaderRepr::parse` of the same bytes): only the payloads are parsed.
+    pub fn parse_payloads(header: HeaderRepr, datagram: &[u8]) -> Result<Self> {
+        let packet = HeaderPacket::new_checked(datagram)?;
         let payloads = parse_chain(header.next_payload, packet.payload())?;
         Ok(Message { header, payloads })
     }

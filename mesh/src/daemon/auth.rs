@@ -39,13 +39,18 @@ pub struct PeerAuth {
 }
 
 impl PeerAuthenticator for PeerAuth {
-    fn authenticate(&self, id: &IdRepr, certs: &[Vec<u8>]) -> Result<Box<dyn Verifier>, String> {
-        let verified = self.verifier.verify(id, certs).map_err(|e| e.to_string())?;
+    fn authenticate(
+        &self,
+        id: &IdRepr,
+        certs: &[Vec<u8>],
+    ) -> Result<Box<dyn Verifier>, Box<dyn std::error::Error + Send + Sync>> {
+        let verified = self.verifier.verify(id, certs)?;
         if verified.peer != self.expected {
             return Err(format!(
                 "identity mismatch: the peer at this address is {:?} but authenticated as {:?}",
                 self.expected, verified.peer
-            ));
+            )
+            .into());
         }
         Ok(verified.verifier)
     }

@@ -339,14 +339,14 @@ impl Peer {
                 self.children.retain(|c| c.0 != spi_in);
                 println!("child-down in={spi_in:#010x} out={spi_out:#010x}");
             }
-            Event::ChildFailed { reason } => println!("child-failed {reason}"),
+            Event::ChildFailed { error, .. } => println!("child-failed {error}"),
             Event::IkeRekeyed { spis, .. } => {
                 println!("ike-rekeyed spis={:016x}_{:016x}", spis.0, spis.1);
             }
-            Event::IkeRekeyFailed { reason } => println!("ike-rekey-failed {reason}"),
+            Event::IkeRekeyFailed { error } => println!("ike-rekey-failed {error}"),
             Event::PeerAlive => println!("alive"),
-            Event::Closed { reason } => println!("closed {reason}"),
-            Event::Failed { reason } => println!("failed {reason}"),
+            Event::Closed { error } => println!("closed {error}"),
+            Event::Failed { error } => println!("failed {error}"),
             other => println!("event {other:?}"),
         }
         Ok(())
@@ -402,6 +402,7 @@ fn run(args: &Args) -> Result<(), String> {
     let socket = UdpSocket::bind(SocketAddr::new(args.local, args.port))
         .map_err(|e| format!("cannot bind {}:{}: {e}", args.local, args.port))?;
     let remote = SocketAddr::new(args.remote, args.port);
+    let local = SocketAddr::new(args.local, args.port);
     let mut rng = OsRandom;
     let responder_cfg = cfg.clone();
     let expected = args.remote;
@@ -425,7 +426,7 @@ fn run(args: &Args) -> Result<(), String> {
     };
     let mut peer = Peer { ep, rng, sa: None, children: Vec::new(), kernel, knock };
     if args.initiate {
-        peer.sa = Some(peer.ep.connect(Instant::now(), cfg.clone(), remote, &mut peer.rng));
+        peer.sa = Some(peer.ep.connect(Instant::now(), cfg.clone(), local, remote, &mut peer.rng));
     }
     let commands = stdin_lines();
     let mut buf = vec![0u8; 65_536];
@@ -454,7 +455,7 @@ fn run(args: &Args) -> Result<(), String> {
         socket.set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => {
-                peer.ep.handle(Instant::now(), from, &buf[..n], &mut peer.rng);
+                peer.ep.handle(Instant::now(), local, from, &buf[..n], &mut peer.rng);
             }
             Err(e)
                 if matches!(
