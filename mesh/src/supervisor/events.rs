@@ -49,8 +49,9 @@ impl Supervisor {
             self.timers.set(Timer::Connect(key), now + RESPONDER_GRACE);
             return;
         }
-        let (cfg, remote, claim) = (p.ike.clone(), SocketAddr::new(p.remote, port), p.claim_only);
-        let h = self.ep.connect(now, cfg, remote, &mut *self.rng);
+        let (cfg, claim) = (p.ike.clone(), p.claim_only);
+        let (local, remote) = (SocketAddr::new(p.local, port), SocketAddr::new(p.remote, port));
+        let h = self.ep.connect(now, cfg, local, remote, &mut *self.rng);
         if claim {
             let _ = self.ep.with_sa(h, ike::sa::IkeSa::set_initial_contact);
         }
@@ -67,8 +68,9 @@ impl Supervisor {
         if p.state != IkeState::Established {
             return;
         }
-        let (cfg, remote) = (p.ike.clone(), SocketAddr::new(p.remote, port));
-        let h = self.ep.connect(now, cfg, remote, &mut *self.rng);
+        let cfg = p.ike.clone();
+        let (local, remote) = (SocketAddr::new(p.local, port), SocketAddr::new(p.remote, port));
+        let h = self.ep.connect(now, cfg, local, remote, &mut *self.rng);
         let _ = self.ep.with_sa(h, ike::sa::IkeSa::set_initial_contact);
         self.by_handle.insert(h, key);
         info!(peer = %self.peers[&key].name, "re-authenticating: a new IKE SA to replace the current one");
@@ -196,7 +198,11 @@ impl Supervisor {
                 }
                 self.dirty();
             }
-            Event::ChildFailed { reason } => {
+            Event::ChildFailed { rekey, error } => {
+                let reason = match rekey {
+                    Some(old) => format!("rekey of child SA {old:#010x}: {error}"),
+                    None => format!("new child SA: {error}"),
+                };
                 warn!(peer = %name, "child SA refused: {reason}");
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.last_error = Some(format!("child SA: {reason}"));
@@ -208,14 +214,15 @@ impl Supervisor {
                 }
                 debug!(peer = %name, "IKE SA rekeyed");
             }
-            Event::IkeRekeyFailed { reason } => {
+            Event::IkeRekeyFailed { error } => {
+                let reason = error.to_string();
                 warn!(peer = %name, "IKE rekey failed: {reason}");
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.last_error = Some(format!("IKE rekey: {reason}"));
                 }
             }
-            Event::Closed { reason } | Event::Failed { reason } => {
-                self.sa_gone(now, key, h, &reason);
+            Event::Closed { error } | Event::Failed { error } => {
+                self.sa_gone(now, key, h, &error.to_string());
             }
             Event::PeerAlive | Event::PeerNotify { .. } if self.waits_on(key, h) => {
                 // The peer speaks on the new IKE SA: it has the answer to IKE_AUTH, and

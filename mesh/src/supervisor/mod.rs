@@ -415,13 +415,12 @@ impl Supervisor {
         remote: SocketAddr,
         datagram: &[u8],
     ) {
-        let _ = local; // the endpoint routes by SPI; the reply goes from the peer's local address
         if let Some(key) = self.by_addr.get(&remote.ip().to_canonical()).copied()
             && let Some(p) = self.peers.get_mut(&key)
         {
             p.last_heard = Some(now);
         }
-        self.ep.handle(now, remote, datagram, &mut *self.rng);
+        self.ep.handle(now, local, remote, datagram, &mut *self.rng);
         self.finish(now);
     }
 
@@ -634,14 +633,9 @@ impl Supervisor {
     }
 
     fn send_now(&mut self, t: Transmit) {
-        let remote = t.remote.ip().to_canonical();
-        let local =
-            self.by_addr.get(&remote).and_then(|k| self.peers.get(k)).map(|p| p.local).or_else(
-                || self.me.addresses.iter().copied().find(|a| a.is_ipv4() == remote.is_ipv4()),
-            );
-        let Some(local) = local else { return };
+        // From the address the SA's datagrams arrive on (or it was started from).
         self.actions.push_back(Action::Send {
-            local: SocketAddr::new(local, self.cfg.ike.port),
+            local: t.local,
             remote: t.remote,
             datagram: t.datagram,
         });

@@ -221,6 +221,18 @@ impl Mesh {
 
     /// Starts meshd on node `i` (its output goes to its log).
     pub fn start(&mut self, i: usize) {
+        self.spawn(i);
+        let node = &self.nodes[i];
+        let sock = node.socket();
+        wait_for(
+            Duration::from_secs(90),
+            || sock.exists() && self.try_status(i).is_some(),
+            || format!("meshd on {} did not open its control socket: {}", node.name, self.log(i)),
+        );
+    }
+
+    /// Starts meshd on node `i` and does not wait for it.
+    pub fn spawn(&mut self, i: usize) {
         let node = &self.nodes[i];
         let log = node.log_path();
         let cmd = format!(
@@ -230,12 +242,6 @@ impl Mesh {
         );
         let proc = self.net.host(i).spawn(&["sh", "-c", &cmd]).expect("meshd starts");
         self.procs[i] = Some(proc);
-        let sock = node.socket();
-        wait_for(
-            Duration::from_secs(90),
-            || sock.exists() && self.try_status(i).is_some(),
-            || format!("meshd on {} did not open its control socket: {}", node.name, self.log(i)),
-        );
     }
 
     /// Starts every member.
