@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 /// The operating system's randomness, for the IKE state machines.
-struct OsRandom;
+pub(crate) struct OsRandom;
 
 impl Random for OsRandom {
     fn fill(&mut self, out: &mut [u8]) {

@@ -7,22 +7,6 @@ use crate::control::proto::{Reply, Request, Response};
 use ca::authority::{generate_node_key, make_csr};
 use ca::{Algorithm, Authority, InitOptions, IssueOptions, PrivateKey};
 
-/// splitmix64: reproducible randomness for tests, never for anything protected.
-struct TestRng(u64);
-
-impl Random for TestRng {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
-        }
-    }
-}
-
 fn addr(i: usize) -> IpAddr {
     format!("192.0.2.{}", i + 1).parse().unwrap()
 }
@@ -87,7 +71,7 @@ impl Fleet {
             esp_problem: None,
             gate: false,
             knock: false,
-            rng: Box::new(TestRng(i as u64 + 1)),
+            rng: Box::new(crate::daemon::OsRandom),
         })
         .unwrap()
     }
@@ -166,6 +150,17 @@ impl Net {
         self.now = end;
     }
 
+    /// Every node of `fleet` started at once with nothing saved, run for `d`.
+    fn started(fleet: &Fleet, d: Duration) -> Self {
+        let t0 = Instant::now();
+        let sups = (0..fleet.cfgs.len())
+            .map(|i| fleet.start(i, t0, State::default(), KernelView::default()))
+            .collect();
+        let mut net = Net::new(sups, t0);
+        net.run(d);
+        net
+    }
+
     fn counts(&self, i: usize, j: usize) -> PeerCounts {
         self.sups[i].counts()[&name(j)]
     }
@@ -174,11 +169,7 @@ impl Net {
 #[test]
 fn two_nodes_make_one_ike_sa_and_one_child_sa_each() {
     let fleet = Fleet::new(2, "use");
-    let t0 = Instant::now();
-    let sups =
-        (0..2).map(|i| fleet.start(i, t0, State::default(), KernelView::default())).collect();
-    let mut net = Net::new(sups, t0);
-    net.run(Duration::from_secs(5));
+    let net = Net::started(&fleet, Duration::from_secs(5));
     for (i, j) in [(0, 1), (1, 0)] {
         let c = net.counts(i, j);
         assert_eq!((c.ike_established, c.children, c.adopted), (1, 1, 0), "{i} -> {j}");
@@ -194,11 +185,7 @@ fn two_nodes_make_one_ike_sa_and_one_child_sa_each() {
 #[test]
 fn a_peer_removed_loses_its_sas() {
     let fleet = Fleet::new(3, "use");
-    let t0 = Instant::now();
-    let sups =
-        (0..3).map(|i| fleet.start(i, t0, State::default(), KernelView::default())).collect();
-    let mut net = Net::new(sups, t0);
-    net.run(Duration::from_secs(15));
+    let mut net = Net::started(&fleet, Duration::from_secs(15));
     assert_eq!(net.counts(0, 2).children, 1);
     let installed: Vec<SaId> =
         net.added[0].iter().filter(|id| id.src == addr(2) || id.dst == addr(2)).copied().collect();
@@ -218,11 +205,7 @@ fn a_peer_removed_loses_its_sas() {
 #[test]
 fn a_restart_adopts_the_kernel_sas_and_deletes_strangers() {
     let fleet = Fleet::new(2, "use");
-    let t0 = Instant::now();
-    let sups =
-        (0..2).map(|i| fleet.start(i, t0, State::default(), KernelView::default())).collect();
-    let mut net = Net::new(sups, t0);
-    net.run(Duration::from_secs(5));
+    let net = Net::started(&fleet, Duration::from_secs(5));
     let ours = net.added[1].clone();
     let reqid = 0x0100_0100; // a reqid no peer has
     let stranger = SaId { dst: addr(1), spi: 0x1234, src: addr(7), mark: None };
