@@ -15,22 +15,24 @@
 //!
 //! Everything random comes from one seed, so a seed replays a run exactly.
 
+mod checks;
 pub mod kernel;
+mod manual;
 pub mod pki;
 pub mod rng;
+mod traffic;
 
 use ca::verify::CertVerifier;
-use kernel::{In, Out, SimKernel};
+use kernel::SimKernel;
 use mesh::config::Config;
 use mesh::daemon::auth::{Credentials, LiveMembers};
 use mesh::daemon::state::State;
-use mesh::supervisor::{Action, KernelEvent, KernelView, PeerCounts, PinholeOp, Start, Supervisor};
+use mesh::supervisor::{Action, KernelEvent, KernelView, PinholeOp, Start, Supervisor};
 use pki::Pki;
 use policy::{Level, Member};
 use rng::SimRng;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -727,276 +729,6 @@ impl Sim {
         {
             touched.push(j);
         }
-    }
-
-    // ---- the manual network ----
-
-    /// Datagrams waiting for the driver.
-    pub fn waiting(&self) -> usize {
-        self.waiting.len()
-    }
-
-    /// Delivers waiting datagram `k` (modulo their number) now.
-    pub fn deliver_waiting(&mut self, k: usize) {
-        if self.waiting.is_empty() {
-            return;
-        }
-        let d = self.waiting.remove(k % self.waiting.len());
-        self.deliver(d.to, d.local, d.from, &d.bytes);
-    }
-
-    /// Loses waiting datagram `k`.
-    pub fn drop_waiting(&mut self, k: usize) {
-        if !self.waiting.is_empty() {
-            let n = self.waiting.len();
-            self.waiting.remove(k % n);
-        }
-    }
-
-    /// Delivers a copy of waiting datagram `k` now, and keeps it waiting.
-    pub fn duplicate_waiting(&mut self, k: usize) {
-        if let Some(d) = self.waiting.get(k % self.waiting.len().max(1)).cloned() {
-            self.deliver(d.to, d.local, d.from, &d.bytes);
-        }
-    }
-
-    /// Delivers a forgery: waiting datagram `k` with byte `at` (modulo its length)
-    /// `XORed` with `xor`, or cut to `at` bytes when `xor` is zero; the original waits on.
-    pub fn forge_waiting(&mut self, k: usize, at: usize, xor: u8) {
-        let Some(mut d) = self.waiting.get(k % self.waiting.len().max(1)).cloned() else {
-            return;
-        };
-        if d.bytes.is_empty() {
-            return;
-        }
-        let at = at % d.bytes.len();
-        if xor == 0 {
-            d.bytes.truncate(at);
-        } else {
-            d.bytes[at] ^= xor;
-        }
-        self.deliver(d.to, d.local, d.from, &d.bytes);
-    }
-
-    /// Delivers again one of the last datagrams sent (a replay).
-    pub fn replay_sent(&mut self, k: usize) {
-        if let Some(d) = self.history.get(k % self.history.len().max(1)).cloned() {
-            self.deliver(d.to, d.local, d.from, &d.bytes);
-        }
-    }
-
-    /// Back to the automatic network: what waits is sent on with the usual latency.
-    pub fn automatic(&mut self) {
-        self.opts.manual = false;
-        let now = self.now;
-        for d in std::mem::take(&mut self.waiting) {
-            let (lo, hi) = self.opts.latency_us;
-            let us = self.net.between(lo, hi);
-            self.push(
-                now + Duration::from_micros(us),
-                Ev::Deliver { to: d.to, local: d.local, from: d.from, bytes: d.bytes },
-            );
-        }
-    }
-
-    // ---- traffic ----
-
-    fn traffic(&mut self) {
-        let n = self.nodes.len();
-        for a in 0..n {
-            for b in 0..n {
-                if a != b {
-                    self.packet(a, b);
-                }
-            }
-        }
-    }
-
-    /// One packet from node `a` to node `b`, through both kernels.
-    fn packet(&mut self, a: usize, b: usize) {
-        let (src, dst) = (self.nodes[a].addr, self.nodes[b].addr);
-        self.stats.packets += 1;
-        let require_out = self.nodes[a].kernel.level(xfrm::Direction::Out, src, dst)
-            == Some(xfrm::Level::Require);
-        let require_in =
-            self.nodes[b].kernel.level(xfrm::Direction::In, src, dst) == Some(xfrm::Level::Require);
-        if require_out {
-            self.stats.at_require += 1;
-        }
-        let out = self.nodes[a].kernel.send(src, dst);
-        let spi = match out {
-            Out::Esp(spi) => Some(spi),
-            Out::Plain => None,
-            Out::NoSa(reqid) => {
-                self.stats.no_sa_out += 1;
-                if require_out {
-                    self.lost(a, b, "no outbound SA");
-                }
-                self.acquire(a, reqid);
-                return;
-            }
-            Out::Blocked => {
-                if require_out {
-                    self.lost(a, b, "blocked");
-                }
-                return;
-            }
-        };
-        if !self.linked(a, b) {
-            self.stats.partitioned += 1;
-            return;
-        }
-        match self.nodes[b].kernel.receive(src, dst, spi) {
-            In::Delivered if spi.is_some() => self.stats.delivered_esp += 1,
-            In::Delivered => {
-                self.stats.delivered_plain += 1;
-                if require_out || require_in {
-                    self.stats.plain_at_require += 1;
-                }
-            }
-            In::NoSa => {
-                self.stats.no_sa_in += 1;
-                if require_out {
-                    self.lost(a, b, &format!("no inbound SA {:#010x}", spi.unwrap_or(0)));
-                }
-            }
-            In::PlainRefused => {
-                self.stats.plain_refused += 1;
-                if require_out {
-                    self.lost(a, b, "plaintext refused");
-                }
-            }
-        }
-    }
-
-    fn lost(&mut self, a: usize, b: usize, why: &str) {
-        self.stats.lost_at_require += 1;
-        if self.stats.losses.len() < 20 {
-            let line = format!(
-                "{:.3} s: {} -> {}: {why}",
-                self.elapsed().as_secs_f64(),
-                self.nodes[a].name,
-                self.nodes[b].name
-            );
-            self.stats.losses.push(line);
-        }
-    }
-
-    fn acquire(&mut self, i: usize, reqid: u32) {
-        let now = self.now;
-        let last = self.acquired.get(&(i, reqid)).copied();
-        if last.is_some_and(|t| now < t + Duration::from_secs(1)) {
-            return;
-        }
-        self.acquired.insert((i, reqid), now);
-        if let Some(sup) = self.nodes[i].sup.as_mut() {
-            sup.handle_kernel(now, &KernelEvent::Acquire { reqid });
-            self.carry_out(i);
-        }
-    }
-
-    // ---- checks ----
-
-    /// A peer that reached `require` since the last look must have a child SA up and
-    /// have announced `use` or `require`.
-    fn check_rollout(&mut self, i: usize) {
-        let Some(sup) = self.nodes[i].sup.as_ref() else { return };
-        let report = sup.rollout().report();
-        let counts = sup.counts();
-        let now = self.elapsed();
-        let node = &mut self.nodes[i];
-        for p in report.peers {
-            let before = node.levels.insert(p.name.clone(), p.current);
-            if p.current != Level::Require || before == Some(Level::Require) {
-                continue;
-            }
-            let child = counts.get(&p.name).is_some_and(|c| c.children + c.adopted > 0);
-            let announced = matches!(p.announced, Some(Level::Use | Level::Require));
-            // A restart restores the saved level: that is not a promotion.
-            if before.is_some() && !(child && announced) {
-                self.stats.rollout_violations.push(format!(
-                    "{:.3} s: {} put {} at require with child SA {} and announcement {:?}",
-                    now.as_secs_f64(),
-                    node.name,
-                    p.name,
-                    if child { "up" } else { "down" },
-                    p.announced
-                ));
-            }
-        }
-    }
-
-    /// Per running node, per peer: its IKE SAs and child SAs.
-    pub fn counts(&self, i: usize) -> Option<BTreeMap<String, PeerCounts>> {
-        self.nodes[i].sup.as_ref().map(Supervisor::counts)
-    }
-
-    /// Every pair of running nodes has exactly one established IKE SA and one child SA
-    /// at both ends, and nothing adopted is left.
-    pub fn converged(&self) -> bool {
-        self.problems(1).is_empty()
-    }
-
-    /// Up to `max` pairs that are not settled, each as one line.
-    pub fn problems(&self, max: usize) -> Vec<String> {
-        let mut out = Vec::new();
-        for (i, node) in self.nodes.iter().enumerate() {
-            let Some(sup) = node.sup.as_ref() else { continue };
-            let counts = sup.counts();
-            for (j, other) in self.nodes.iter().enumerate() {
-                if i == j || other.sup.is_none() {
-                    continue;
-                }
-                let c = counts.get(&other.name).copied().unwrap_or_default();
-                if c.ike_established != 1 || c.children != 1 || c.adopted != 0 {
-                    out.push(format!(
-                        "{} -> {}: {} IKE SAs, {} child SAs, {} adopted",
-                        node.name, other.name, c.ike_established, c.children, c.adopted
-                    ));
-                    if out.len() >= max {
-                        return out;
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// The busiest second's child SA installs, and which second.
-    pub fn busiest_second(&self) -> (u64, u32) {
-        self.stats
-            .installs_by_second
-            .iter()
-            .max_by_key(|(s, n)| (**n, Reverse(**s)))
-            .map_or((0, 0), |(s, n)| (*s, *n))
-    }
-
-    /// One line of figures.
-    pub fn summary(&self) -> String {
-        let s = &self.stats;
-        let mut out = format!(
-            "{} nodes, seed {}, virtual {:.1} s: {} datagrams ({} lost, {} gated), {} knocks",
-            self.nodes.len(),
-            self.opts.seed,
-            self.elapsed().as_secs_f64(),
-            s.datagrams,
-            s.datagrams_lost,
-            s.datagrams_gated,
-            s.knocks
-        );
-        if s.packets > 0 {
-            let _ = write!(
-                out,
-                "; traffic: {} packets, {} in ESP, {} in the clear, {} at require ({} lost), {} plaintext at require",
-                s.packets,
-                s.delivered_esp,
-                s.delivered_plain,
-                s.at_require,
-                s.lost_at_require,
-                s.plain_at_require
-            );
-        }
-        out
     }
 }
 
