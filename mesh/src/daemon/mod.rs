@@ -14,8 +14,8 @@ pub mod state;
 
 use crate::config::{Config, MemberSource, OnStop};
 use crate::control::proto::{Reply, Request, Response};
+use crate::supervisor::auth::LiveMembers;
 use crate::supervisor::{Action, KernelEvent, KernelView, PinholeOp, Reloaded, Start, Supervisor};
-use auth::{Credentials, LiveMembers};
 use ca::verify::CertVerifier;
 use ike::crypto::Random;
 use kernel::Kernel;
@@ -142,7 +142,7 @@ impl Daemon {
         let now = Instant::now();
         let state_dir = StateDir::open(&cfg.daemon.state_dir)?;
         let state = state_dir.load()?;
-        let creds = Arc::new(Credentials::load(&cfg.pki.cert, &cfg.pki.key)?);
+        let creds = Arc::new(auth::load_credentials(&cfg.pki.cert, &cfg.pki.key)?);
         let (bundle, revocation) = auth::trust(&cfg.pki.ca, cfg.pki.crl.as_deref())?;
         let live = LiveMembers::default();
         let verifier = Arc::new(
@@ -412,7 +412,7 @@ impl Daemon {
             Ok(t) => t,
             Err(e) => return err(e),
         };
-        let creds = match Credentials::load(&self.cfg.pki.cert, &self.cfg.pki.key) {
+        let creds = match auth::load_credentials(&self.cfg.pki.cert, &self.cfg.pki.key) {
             Ok(c) => Arc::new(c),
             Err(e) => return err(e),
         };

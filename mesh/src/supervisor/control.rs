@@ -1,13 +1,13 @@
 //! Control requests: status, peers added and removed, rollout targets, and a reload
 //! with what the shell read from disk.
 
+use super::auth::Credentials;
 use super::peer::{IkeState, Pair};
 use super::{Supervisor, Timer};
 use crate::config::Config;
 use crate::control::proto::{
     ChildStatus, EspStatus, PeerEntry, PeerStatus, Reply, Request, Response, Status,
 };
-use crate::daemon::auth::Credentials;
 use policy::{Level, Member};
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -1,9 +1,9 @@
 //! Membership: the peers wanted now, their supervisors added and removed, the policy
 //! model rendered from them, and the rollout's moves applied and announced.
 
+use super::auth::PeerAuth;
 use super::peer::{IkeState, Peer, PeerKey, join, pick_pair, we_initiate};
 use super::{Action, PinholeOp, RESPONDER_GRACE, Supervisor, Timer};
-use crate::daemon::auth::PeerAuth;
 use crate::rollout;
 use ca::verify::PeerId;
 use ike::crypto::auth::SigAlg;

@@ -36,22 +36,24 @@
 //! before. A replaced child's outbound SA goes at once,
 //! its inbound SA lingers [`INBOUND_LINGER`] for packets already on their way.
 
+pub mod auth;
 mod children;
 mod control;
 mod events;
 mod members;
 mod peer;
+mod state;
 #[cfg(test)]
 mod tests;
 mod timers;
 
 pub use control::Reloaded;
 pub use peer::Pair;
+pub use state::State;
 
 use crate::config::Config;
-use crate::daemon::auth::{Credentials, LiveMembers};
-use crate::daemon::state::State;
 use crate::rollout::Rollout;
+use auth::{Credentials, LiveMembers};
 use ca::verify::CertVerifier;
 use ike::crypto::Random;
 use ike::endpoint::{Endpoint, Limits, SaHandle, Transmit};

@@ -4,7 +4,7 @@
 use ca::authority::{generate_node_key, make_csr};
 use ca::verify::{Revocation, TrustBundle};
 use ca::{Algorithm, Authority, InitOptions, IssueOptions, PrivateKey};
-use mesh::daemon::auth::Credentials;
+use mesh::supervisor::auth::Credentials;
 use std::sync::Arc;
 use std::time::Duration;
 
