@@ -17,8 +17,7 @@ const NODES: usize = 3;
 
 fn pki() -> Arc<Pki> {
     static PKI: OnceLock<Arc<Pki>> = OnceLock::new();
-    PKI.get_or_init(|| Arc::new(Pki::new(&(0..NODES).map(node_name).collect::<Vec<_>>())))
-        .clone()
+    PKI.get_or_init(|| Arc::new(Pki::new(&(0..NODES).map(node_name).collect::<Vec<_>>()))).clone()
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -38,7 +37,11 @@ fuzz_target!(|data: &[u8]| {
             0..=3 => sim.deliver_waiting(arg),
             4 => sim.drop_waiting(arg),
             5 => sim.duplicate_waiting(arg),
-            6 => sim.forge_waiting(arg, usize::from(ops.next().unwrap_or(0)), ops.next().unwrap_or(0)),
+            6 => sim.forge_waiting(
+                arg,
+                usize::from(ops.next().unwrap_or(0)),
+                ops.next().unwrap_or(0),
+            ),
             7 => sim.replay_sent(arg),
             8 | 9 => sim.run_for(Duration::from_millis(250 * (arg as u64 + 1))),
             10 => {
