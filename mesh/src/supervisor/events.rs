@@ -55,10 +55,10 @@ impl Supervisor {
         if claim {
             let _ = self.ep.with_sa(h, ike::sa::IkeSa::set_initial_contact);
         }
+        self.track(h, key);
         let Some(p) = self.peers.get_mut(&key) else { return };
         p.sa = Some(h);
         p.state = IkeState::Connecting;
-        self.by_handle.insert(h, key);
         debug!(peer = %p.name, "initiating IKE");
     }
 
@@ -72,7 +72,7 @@ impl Supervisor {
         let (local, remote) = (SocketAddr::new(p.local, port), SocketAddr::new(p.remote, port));
         let h = self.ep.connect(now, cfg, local, remote, &mut *self.rng);
         let _ = self.ep.with_sa(h, ike::sa::IkeSa::set_initial_contact);
-        self.by_handle.insert(h, key);
+        self.track(h, key);
         info!(peer = %self.peers[&key].name, "re-authenticating: a new IKE SA to replace the current one");
     }
 
@@ -101,12 +101,23 @@ impl Supervisor {
         let _ = self.ep.with_sa(h, |s| s.rekey_ike(now, rng));
     }
 
+    /// Checks that the peer is alive on its IKE SA, and on any other established one
+    /// we still hold with it: one left over from a duplicate whose Delete never came
+    /// (the peer restarted, or the Delete was lost) goes when the peer does not answer.
     pub(super) fn on_liveness_due(&mut self, now: Instant, key: PeerKey) {
-        let Some(h) = self.established(key) else { return };
+        let Some(current) = self.established(key) else { return };
         let next = self.jittered(self.cfg.ike.liveness, self.cfg.ike.jitter);
         self.timers.set(Timer::Liveness(key), now + next);
-        let rng = &mut *self.rng;
-        let _ = self.ep.with_sa(h, |s| s.check_liveness(now, rng));
+        let others: Vec<SaHandle> = self.peers[&key]
+            .ike_sas
+            .iter()
+            .copied()
+            .filter(|h| *h != current && !self.deleting.contains(h))
+            .collect();
+        for h in std::iter::once(current).chain(others) {
+            let rng = &mut *self.rng;
+            let _ = self.ep.with_sa(h, |s| s.check_liveness(now, rng));
+        }
     }
 
     // ---- IKE events ----
@@ -137,6 +148,23 @@ impl Supervisor {
         (if keep_new { new } else { old }, ambiguous)
     }
 
+    /// Notes that IKE SA `h` is with peer `key`.
+    pub(super) fn track(&mut self, h: SaHandle, key: PeerKey) {
+        self.by_handle.insert(h, key);
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.ike_sas.push(h);
+        }
+    }
+
+    /// Forgets IKE SA `h`.
+    fn untrack(&mut self, h: SaHandle) {
+        if let Some(key) = self.by_handle.remove(&h)
+            && let Some(p) = self.peers.get_mut(&key)
+        {
+            p.ike_sas.retain(|o| *o != h);
+        }
+    }
+
     /// Whether a child SA of IKE SA `h` waits to install its outbound SA.
     fn waits_on(&self, key: PeerKey, h: SaHandle) -> bool {
         self.peers
@@ -164,7 +192,7 @@ impl Supervisor {
             self.delete_ike(now, h);
             return None;
         };
-        self.by_handle.insert(h, key);
+        self.track(h, key);
         Some(key)
     }
 
@@ -300,7 +328,7 @@ impl Supervisor {
     /// An IKE SA ended: its children go, and the peer is reached again unless another
     /// SA carries it.
     fn sa_gone(&mut self, now: Instant, key: PeerKey, h: SaHandle, reason: &str) {
-        self.by_handle.remove(&h);
+        self.untrack(h);
         self.deleting.remove(&h);
         let Some(p) = self.peers.get_mut(&key) else { return };
         let name = p.name.clone();

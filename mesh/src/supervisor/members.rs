@@ -144,6 +144,7 @@ impl Supervisor {
             reqid,
             ike,
             sa: None,
+            ike_sas: Vec::new(),
             state: IkeState::Down,
             children: Vec::new(),
             adopted: Vec::new(),
@@ -173,17 +174,11 @@ impl Supervisor {
         let Some(key) = self.by_name.remove(name) else { return };
         let Some(p) = self.peers.remove(&key) else { return };
         // Every IKE SA with it: the current one, and any being made or replaced.
-        let handles: Vec<SaHandle> = self
-            .by_handle
-            .iter()
-            .filter(|(_, k)| **k == key)
-            .map(|(h, _)| *h)
-            .chain(p.sa)
-            .collect();
+        let handles: Vec<SaHandle> = p.ike_sas.iter().copied().chain(p.sa).collect();
         for h in handles {
             self.delete_ike(now, h);
+            self.by_handle.remove(&h);
         }
-        self.by_handle.retain(|_, k| *k != key);
         for a in &p.addresses {
             self.by_addr.remove(&a.to_canonical());
         }

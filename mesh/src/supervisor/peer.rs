@@ -69,6 +69,8 @@ pub(crate) struct Peer {
     pub(crate) ike: Arc<ike::sa::Config>,
     /// The IKE SA that carries the peer now (connecting or established).
     pub(crate) sa: Option<SaHandle>,
+    /// Every IKE SA with the peer (current, being made, replaced, being deleted).
+    pub(crate) ike_sas: Vec<SaHandle>,
     pub(crate) state: IkeState,
     /// Child SAs, oldest first; the last one is current.
     pub(crate) children: Vec<Child>,

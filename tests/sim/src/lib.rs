@@ -16,6 +16,7 @@
 //! Everything random comes from one seed, so a seed replays a run exactly.
 
 mod checks;
+pub mod drive;
 pub mod kernel;
 mod manual;
 pub mod pki;
