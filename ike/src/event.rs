@@ -27,6 +27,9 @@ pub enum Event {
         old_spi_in: u32,
         /// The new child SA.
         child: ChildSa,
+        /// We asked for the rekey (and have the peer's answer, so its inbound SA is
+        /// installed); `false` when we answered the peer's request.
+        initiated: bool,
     },
     /// The IKE SA stands but a child SA could not be had (refused by the peer or by us,
     /// or its answer was not acceptable).

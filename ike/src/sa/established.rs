@@ -396,8 +396,11 @@ impl IkeSa {
                         } else {
                             e.close_child(old); // the peer deletes it
                         }
-                        self.events
-                            .push_back(Event::ChildRekeyed { old_spi_in: old, child: ans.child });
+                        self.events.push_back(Event::ChildRekeyed {
+                            old_spi_in: old,
+                            child: ans.child,
+                            initiated: false,
+                        });
                     }
                 }
                 (ans.response, None)
@@ -468,7 +471,11 @@ impl IkeSa {
                     self.events.push_back(Event::ChildUp(child));
                     return;
                 };
-                self.events.push_back(Event::ChildRekeyed { old_spi_in: old, child });
+                self.events.push_back(Event::ChildRekeyed {
+                    old_spi_in: old,
+                    child,
+                    initiated: true,
+                });
                 e.close_child(old);
                 let nonces = (offer.ni.clone(), nr);
                 collision::settle_child_rekey(e, (old, made), &nonces, collision);

@@ -41,8 +41,10 @@ impl Supervisor {
         key: PeerKey,
         h: SaHandle,
         c: &ChildSa,
-        rekeyed: bool,
+        replaces: Option<u32>,
+        initiated: bool,
     ) {
+        let rekeyed = replaces.is_some();
         let rekey_seconds = self.cfg.ike.child_rekey.as_secs();
         let esp = self.esp;
         let Some(p) = self.peers.get_mut(&key) else { return };
@@ -71,11 +73,11 @@ impl Supervisor {
             p.adopted.clear();
         }
         info!(peer = %name, spi_in = format_args!("{:#010x}", c.spi_in), spi_out = format_args!("{:#010x}", c.spi_out), installed = esp, "child SA up");
-        // We asked for it in IKE_AUTH and have the answer: the peer installed its
-        // inbound SA before answering.
-        let initiated = self.ep.sa(h).is_some_and(|s| s.role() == ike::sa::Role::Initiator);
-        if !rekeyed && initiated {
-            self.install_pending(now, key);
+        // We asked for it (in IKE_AUTH or a rekey) and have the answer: the peer
+        // installed its inbound SA before answering, so ours can carry the traffic now.
+        // (Answering, we wait until the peer shows it has the answer.)
+        if initiated {
+            self.install_pending_of(now, key, |x| x.pair.spi_in == c.spi_in);
         }
         self.rollout.set_child_up(&name, true);
         self.dirty();
@@ -85,15 +87,28 @@ impl Supervisor {
     /// Installs every waiting outbound SA of a peer (a replacement is needed now, or its
     /// time has come); then what the last run left can go.
     pub(super) fn install_pending(&mut self, now: Instant, key: PeerKey) {
+        self.install_pending_of(now, key, |_| true);
+    }
+
+    /// Installs the waiting outbound SAs of the peer's children that `which` picks
+    /// (those the peer is known to hold the inbound SA of).
+    pub(super) fn install_pending_of(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        which: impl Fn(&Child) -> bool,
+    ) {
         let Some(p) = self.peers.get_mut(&key) else { return };
         let mut any = false;
-        for c in &mut p.children {
+        for c in p.children.iter_mut().filter(|c| which(c)) {
             if let Some(sa) = c.pending_out.take() {
                 any = true;
                 self.actions.push_back(Action::AddSa(sa));
             }
         }
-        self.timers.cancel(Timer::PendingOut(key));
+        if p.children.iter().all(|c| c.pending_out.is_none()) {
+            self.timers.cancel(Timer::PendingOut(key));
+        }
         // Outbound SAs of children we retired while the peer still held them.
         for id in std::mem::take(&mut p.stale_out) {
             self.actions.push_back(Action::DeleteSa(id));

@@ -205,12 +205,14 @@ impl Supervisor {
         match event {
             Event::IkeUp { .. } => self.ike_up(now, key, &name, h),
             Event::ChildUp(c) => {
-                self.child_up(now, key, h, &c, false);
+                // From IKE_AUTH: we asked when we initiated the IKE SA.
+                let initiated = self.ep.sa(h).is_some_and(|s| s.role() == Role::Initiator);
+                self.child_up(now, key, h, &c, None, initiated);
                 let next = self.jittered(self.cfg.ike.child_rekey, self.cfg.ike.jitter);
                 self.timers.set(Timer::ChildRekey(key), now + next);
             }
-            Event::ChildRekeyed { child: c, .. } => {
-                self.child_up(now, key, h, &c, true);
+            Event::ChildRekeyed { child: c, old_spi_in, initiated } => {
+                self.child_up(now, key, h, &c, Some(old_spi_in), initiated);
                 let next = self.jittered(self.cfg.ike.child_rekey, self.cfg.ike.jitter);
                 self.timers.set(Timer::ChildRekey(key), now + next);
             }
@@ -255,7 +257,7 @@ impl Supervisor {
             Event::PeerAlive | Event::PeerNotify { .. } if self.waits_on(key, h) => {
                 // The peer speaks on the new IKE SA: it has the answer to IKE_AUTH, and
                 // the inbound SA of the child SA that came with it.
-                self.install_pending(now, key);
+                self.install_pending_of(now, key, |c| c.sa == h);
                 self.on_event(now, h, event);
             }
             Event::PeerNotify { kind, data } if kind == rollout::LEVEL_NOTIFY => {
