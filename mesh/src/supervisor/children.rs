@@ -68,7 +68,7 @@ impl Supervisor {
         if rekeyed {
             p.last_rekey = Some(now);
         }
-        p.children.push(Child { pair, sa: h, installed: esp, pending_out });
+        p.children.push(Child { pair, sa: h, installed: esp, pending_out, from_auth: !rekeyed });
         if !esp {
             p.adopted.clear();
         }

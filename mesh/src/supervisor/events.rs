@@ -165,11 +165,11 @@ impl Supervisor {
         }
     }
 
-    /// Whether a child SA of IKE SA `h` waits to install its outbound SA.
+    /// Whether a child SA that came with IKE SA `h`'s `IKE_AUTH` waits to install its outbound SA.
     fn waits_on(&self, key: PeerKey, h: SaHandle) -> bool {
-        self.peers
-            .get(&key)
-            .is_some_and(|p| p.children.iter().any(|c| c.sa == h && c.pending_out.is_some()))
+        self.peers.get(&key).is_some_and(|p| {
+            p.children.iter().any(|c| c.sa == h && c.from_auth && c.pending_out.is_some())
+        })
     }
 
     /// An IKE SA's SPIs for the log, as strongSwan and tcpdump show them.
@@ -254,10 +254,11 @@ impl Supervisor {
             Event::Closed { error } | Event::Failed { error } => {
                 self.sa_gone(now, key, h, &error.to_string());
             }
-            Event::PeerAlive | Event::PeerNotify { .. } if self.waits_on(key, h) => {
-                // The peer speaks on the new IKE SA: it has the answer to IKE_AUTH, and
-                // the inbound SA of the child SA that came with it.
-                self.install_pending_of(now, key, |c| c.sa == h);
+            Event::PeerNotify { .. } if self.waits_on(key, h) => {
+                // The peer asks something on the new IKE SA: it has the answer to
+                // IKE_AUTH, and the inbound SA of the child SA that came with it. (Not an
+                // answer to our own request: that says nothing of what it holds.)
+                self.install_pending_of(now, key, |c| c.sa == h && c.from_auth);
                 self.on_event(now, h, event);
             }
             Event::PeerNotify { kind, data } if kind == rollout::LEVEL_NOTIFY => {

@@ -51,6 +51,8 @@ pub(crate) struct Child {
     pub(crate) installed: bool,
     /// Its outbound SA, while it waits (see [`super::OUTBOUND_FALLBACK`]).
     pub(crate) pending_out: Option<Box<xfrm::Sa>>,
+    /// It came with `IKE_AUTH` (not a rekey).
+    pub(crate) from_auth: bool,
 }
 
 /// A small number naming a peer in timers and maps; never reused within one
