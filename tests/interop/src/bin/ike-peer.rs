@@ -325,7 +325,7 @@ impl Peer {
                 self.children.push((c.spi_in, c.spi_out));
                 println!("child-up {}", describe(&c));
             }
-            Event::ChildRekeyed { old_spi_in, child } => {
+            Event::ChildRekeyed { old_spi_in, child, .. } => {
                 if let Some(k) = self.kernel.as_mut() {
                     k.install(&child)?;
                 }
