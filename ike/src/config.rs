@@ -21,12 +21,17 @@ pub struct Retransmit {
     pub factor_den: u32,
     /// Sends in all, the first included; after the last one's wait, the SA is given up.
     pub tries: u32,
+    /// Each wait is shortened by a random share of up to this many percent, so that
+    /// the retransmissions of requests sent in the same instant (a fleet starting, a
+    /// partition healing) do not all go out again in the same instant.
+    pub jitter: u8,
 }
 
 impl Default for Retransmit {
-    /// 4 s, x1.8 per try, 5 sends: strongSwan's defaults (give-up after about 70 s).
+    /// 4 s, x1.8 per try, 5 sends: strongSwan's defaults (give-up after about 70 s);
+    /// each wait shortened by up to 20%.
     fn default() -> Self {
-        Self { base: Duration::from_secs(4), factor_num: 9, factor_den: 5, tries: 5 }
+        Self { base: Duration::from_secs(4), factor_num: 9, factor_den: 5, tries: 5, jitter: 20 }
     }
 }
 

@@ -28,8 +28,8 @@ use crate::error::Error;
 use crate::sa::{Config, Event, IkeSa, Role};
 use crate::wire::{ExchangeType, HeaderPacket, HeaderRepr};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,8 @@ struct Slot {
     remote: SocketAddr,
     /// For a responder SA until it is established: when it was made.
     half_open_since: Option<Instant>,
+    /// Its key in [`Endpoint::half_open`], while it is there.
+    half_open_key: Option<(SocketAddr, u64)>,
     /// The SPIs this slot is routed under.
     spis: Vec<u64>,
     /// The deadline this slot has in the endpoint's timer heap; an entry of the heap
@@ -102,13 +104,16 @@ pub struct Endpoint {
     next_handle: u64,
     slots: HashMap<SaHandle, Slot>,
     by_spi: HashMap<u64, SaHandle>,
-    /// Half-open responder SAs by (peer address, initiator SPI).
-    half_open: HashMap<(SocketAddr, u64), SaHandle>,
+    /// Half-open responder SAs by (peer address, initiator SPI), ordered so that those
+    /// of one peer address are found in O(log n).
+    half_open: BTreeMap<(SocketAddr, u64), SaHandle>,
     /// Every slot's `timer`, earliest first, plus stale entries (see `Slot::timer`);
     /// the top entry is never stale.
     timers: BinaryHeap<Reverse<(Instant, SaHandle)>>,
     transmit: VecDeque<Transmit>,
     events: VecDeque<(SaHandle, Event)>,
+    /// Requests sent again, over every SA this endpoint had.
+    retransmissions: u64,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -137,10 +142,11 @@ impl Endpoint {
             next_handle: 1,
             slots: HashMap::new(),
             by_spi: HashMap::new(),
-            half_open: HashMap::new(),
+            half_open: BTreeMap::new(),
             timers: BinaryHeap::new(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
+            retransmissions: 0,
         }
     }
 
@@ -165,8 +171,15 @@ impl Endpoint {
     ) -> SaHandle {
         let handle = SaHandle(self.next_handle);
         self.next_handle += 1;
-        let slot =
-            Slot { sa, local, remote, half_open_since: half_open, spis: Vec::new(), timer: None };
+        let slot = Slot {
+            sa,
+            local,
+            remote,
+            half_open_since: half_open,
+            half_open_key: None,
+            spis: Vec::new(),
+            timer: None,
+        };
         self.slots.insert(handle, slot);
         self.settle(handle);
         handle
@@ -192,6 +205,15 @@ impl Endpoint {
     /// Responder SAs not yet established.
     pub fn half_open(&self) -> usize {
         self.half_open.len()
+    }
+
+    /// Whether a peer at `ip` has an IKE SA with us under way that it started: the
+    /// daemon does not start a crossing one while the peer's is making progress.
+    #[must_use]
+    pub fn half_open_from(&self, ip: IpAddr) -> bool {
+        let first = (SocketAddr::new(ip, 0), 0);
+        let last = (SocketAddr::new(ip, u16::MAX), u64::MAX);
+        self.half_open.range(first..=last).next().is_some()
     }
 
     /// Feeds a datagram from `remote` that arrived on our address `local`. Datagrams for
@@ -256,6 +278,9 @@ impl Endpoint {
         let spi_i = sa.spis().0;
         let handle = self.insert(sa, (local, remote), Some(now));
         self.half_open.insert((remote, spi_i), handle);
+        if let Some(slot) = self.slots.get_mut(&handle) {
+            slot.half_open_key = Some((remote, spi_i));
+        }
         Some(handle)
     }
 
@@ -276,7 +301,9 @@ impl Endpoint {
         }
         if slot.half_open_since.is_some() && slot.sa.is_established() {
             slot.half_open_since = None;
-            self.half_open.retain(|_, h| *h != handle);
+            if let Some(k) = slot.half_open_key.take() {
+                self.half_open.remove(&k);
+            }
         }
         let spis = if slot.sa.is_closed() { Vec::new() } else { slot.sa.local_spis() };
         if spis != slot.spis {
@@ -289,8 +316,10 @@ impl Endpoint {
             slot.spis = spis;
         }
         if slot.sa.is_closed() {
+            if let Some(k) = slot.half_open_key.take() {
+                self.half_open.remove(&k);
+            }
             self.slots.remove(&handle);
-            self.half_open.retain(|_, h| *h != handle);
             return;
         }
         let half_open = slot.half_open_since.map(|t| t + self.limits.half_open_timeout);
@@ -362,7 +391,9 @@ impl Endpoint {
             if let Some(slot) = self.slots.get_mut(&handle)
                 && slot.sa.poll_timeout().is_some_and(|t| t <= now)
             {
+                let before = slot.sa.retransmissions();
                 slot.sa.handle_timeout(now, rng);
+                self.retransmissions += u64::from(slot.sa.retransmissions() - before);
             }
             self.settle_slot(handle);
         }
@@ -379,11 +410,19 @@ impl Endpoint {
                 for spi in &slot.spis {
                     self.by_spi.remove(spi);
                 }
-                self.half_open.retain(|_, h| *h != handle);
+                if let Some(k) = slot.half_open_key {
+                    self.half_open.remove(&k);
+                }
                 self.events.push_back((handle, Event::Failed { error: Error::HalfOpenExpired }));
             }
         }
         self.prune_timers();
+    }
+
+    /// Requests sent again (retransmissions), over every SA this endpoint had.
+    #[must_use]
+    pub fn retransmissions(&self) -> u64 {
+        self.retransmissions
     }
 
     /// Next datagram to send.
@@ -517,11 +556,13 @@ mod tests {
         assert_eq!(b.handle(now, addr(B), addr(A), &init, &mut rng), Some(first));
         assert_eq!(b.poll_transmit().unwrap(), reply, "the same answer again");
         assert_eq!((b.handles().len(), b.half_open()), (1, 1));
+        assert!(b.half_open_from(addr(A).ip()) && !b.half_open_from(addr(B).ip()));
         // Half-open SAs that never finish go away.
         let later = now + Limits::default().half_open_timeout;
         b.handle_timeout(now, &mut rng);
         b.handle_timeout(later, &mut rng);
         assert_eq!((b.handles().len(), b.half_open()), (0, 0));
+        assert!(!b.half_open_from(addr(A).ip()));
         assert!(
             drain(&mut b).iter().any(|(h, e)| *h == first && matches!(e, Event::Failed { .. }))
         );
@@ -612,17 +653,30 @@ mod tests {
             let h = a.connect(start + offset, a_cfg.clone(), addr(A), remote, &mut rng);
             let first = a.poll_transmit().unwrap();
             assert!(a.poll_transmit().is_none());
-            expected.push((start + offset + Retransmit::default().base, h, first));
+            // The first wait is the base, shortened by up to the jitter.
+            let deadline = a.sa(h).unwrap().poll_timeout().unwrap();
+            let r = Retransmit::default();
+            let shortest = r.base.saturating_sub(r.base * u32::from(r.jitter) / 100);
+            assert!(deadline >= start + offset + shortest && deadline <= start + offset + r.base);
+            expected.push((deadline, h, first));
         }
+        let spread: std::collections::BTreeSet<Instant> =
+            expected.iter().map(|(t, ..)| *t).collect();
+        assert!(spread.len() > N as usize * 9 / 10, "the jitter spreads the retransmissions");
         expected.sort_by_key(|(t, h, _)| (*t, *h));
-        for (deadline, h, first) in expected {
+        for group in expected.chunk_by(|x, y| x.0 == y.0) {
+            let deadline = group[0].0;
             assert_eq!(a.poll_timeout(), Some(deadline));
             a.handle_timeout(deadline.checked_sub(Duration::from_micros(1)).unwrap(), &mut rng);
             assert!(a.poll_transmit().is_none(), "nothing before its time");
             a.handle_timeout(deadline, &mut rng);
-            let again = a.poll_transmit().unwrap();
-            assert_eq!(again, first, "SA {h:?} sends its request again");
-            assert!(a.poll_transmit().is_none(), "and no other SA does");
+            let mut again = Vec::new();
+            while let Some(t) = a.poll_transmit() {
+                again.push(t);
+            }
+            let due: Vec<&Transmit> = group.iter().map(|(_, _, first)| first).collect();
+            assert_eq!(again.len(), due.len(), "the due SAs send their requests again, no other");
+            assert!(again.iter().all(|t| due.contains(&t)), "SAs {group:?}");
         }
         assert_eq!(a.handles().len(), N as usize);
         assert!(a.timers.len() <= 2 * N as usize, "stale entries do not pile up");

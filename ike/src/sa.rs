@@ -269,6 +269,11 @@ pub struct IkeSa {
     /// `INITIAL_CONTACT` was in this SA's `IKE_AUTH` request: sent by us (initiator) or
     /// by the peer (responder, once it is authenticated).
     initial_contact: bool,
+    /// This SA's share (per mille) of the retransmission jitter for a request's first
+    /// wait (drawn once: a request is sent where no randomness is at hand).
+    jitter: u16,
+    /// Requests sent again, for the daemon's counters.
+    retransmissions: u32,
 }
 
 impl std::fmt::Debug for IkeSa {
@@ -306,6 +311,19 @@ fn random_esp_spi(rng: &mut dyn Random) -> [u8; 4] {
 }
 
 /// The whole time from the first send to giving up.
+/// `wait` shortened by `share` (0 to 1,000 per mille) of `jitter` percent.
+fn shorten(wait: Duration, jitter: u8, share: u16) -> Duration {
+    let cut = u32::from(jitter.min(100)) * u32::from(share.min(1000));
+    wait.saturating_sub(wait * cut / 100_000)
+}
+
+/// A random share, 0 to 1,000 per mille.
+fn draw_share(rng: &mut dyn Random) -> u16 {
+    let mut b = [0u8; 2];
+    rng.fill(&mut b);
+    u16::from_be_bytes(b) % 1001
+}
+
 fn total_wait(r: &Retransmit) -> Duration {
     let mut wait = r.base;
     let mut total = Duration::ZERO;
@@ -368,6 +386,7 @@ impl IkeSa {
         let spi_i = random_spi(rng);
         let group = cfg.policy.groups.first().copied().unwrap_or(Group::Curve25519);
         let mut sa = IkeSa::new(Role::Initiator, cfg, (spi_i, 0));
+        sa.jitter = draw_share(rng);
         sa.state = sa.send_init(now, group, rng);
         sa
     }
@@ -385,6 +404,8 @@ impl IkeSa {
             cached: None,
             want_initial_contact: false,
             initial_contact: false,
+            jitter: 0,
+            retransmissions: 0,
         }
     }
 
@@ -401,8 +422,9 @@ impl IkeSa {
     /// Sends a request and arms its retransmission.
     fn send_request(&mut self, now: Instant, bytes: Vec<u8>) {
         let wait = self.cfg.retransmit.base;
+        let first = shorten(wait, self.cfg.retransmit.jitter, self.jitter);
         self.transmit.push_back(bytes.clone());
-        self.pending = Some(Pending { bytes, sent: 1, wait, deadline: now + wait });
+        self.pending = Some(Pending { bytes, sent: 1, wait, deadline: now + first });
     }
 
     /// Sends a response and keeps it for a retransmitted request.
@@ -451,9 +473,16 @@ impl IkeSa {
             return;
         }
         p.sent += 1;
+        self.retransmissions += 1;
         p.wait = p.wait * r.factor_num / r.factor_den.max(1);
-        p.deadline = now + p.wait;
+        p.deadline = now + shorten(p.wait, r.jitter, draw_share(rng));
         self.transmit.push_back(p.bytes.clone());
+    }
+
+    /// Requests of this SA sent again since it was made.
+    #[must_use]
+    pub fn retransmissions(&self) -> u32 {
+        self.retransmissions
     }
 
     /// Answers an `IKE_SA_INIT` request as responder. Returns the new SA (with its
@@ -501,6 +530,7 @@ impl IkeSa {
                 };
                 let response = ike_sa_init::response(spis.0, spi_r, &chosen, &kp, &nr);
                 let mut sa = IkeSa::new(Role::Responder, cfg, (spis.0, spi_r));
+                sa.jitter = draw_share(rng);
                 sa.state = State::InitAnswered {
                     keys,
                     ni,

@@ -67,6 +67,11 @@ const DEFAULT_JITTER: u8 = 10;
 const DEFAULT_LIVENESS: Duration = Duration::from_secs(30);
 /// First retransmission wait unless configured: strongSwan's 4 s.
 const DEFAULT_RETRANSMIT_BASE: Duration = Duration::from_secs(4);
+/// IKE SAs initiated at once: enough to keep a LAN's round trips busy (a handshake
+/// costs about a millisecond of CPU at each end), few enough that the burst fits the
+/// socket buffers and the peers' cookie thresholds.
+const DEFAULT_MAX_INITIATING: usize = 32;
+const MAX_INITIATING_RANGE: (usize, usize) = (1, 4096);
 /// The state directory unless configured.
 const DEFAULT_STATE_DIR: &str = "/var/lib/ikemesh";
 /// The control socket unless configured.
@@ -194,6 +199,10 @@ pub struct Ike {
     /// Negotiate SAs only when traffic needs them (default false: with every member
     /// at start).
     pub on_demand: bool,
+    /// IKE SAs this node initiates at once, at most (default 32, 1 to 4,096); the
+    /// others wait their turn, so that a node with hundreds of peers does not overrun
+    /// its own queues, the links or its peers.
+    pub max_initiating: usize,
 }
 
 impl Default for Ike {
@@ -208,6 +217,7 @@ impl Default for Ike {
             dh_groups: vec![Group::Curve25519, Group::Ecp256, Group::Modp2048],
             esp_key_bits: vec![256, 128],
             on_demand: false,
+            max_initiating: DEFAULT_MAX_INITIATING,
         }
     }
 }
@@ -663,6 +673,14 @@ impl Config {
         in_range("ike.child_rekey", ike.child_rekey, CHILD_REKEY_RANGE, problems);
         in_range("ike.liveness", ike.liveness, LIVENESS_RANGE, problems);
         in_range("ike.retransmit_base", ike.retransmit_base, RETRANSMIT_RANGE, problems);
+        let (lo, hi) = MAX_INITIATING_RANGE;
+        if !(lo..=hi).contains(&ike.max_initiating) {
+            problems.push(format!(
+                "ike.max_initiating: {} is out of range: give {lo} to {hi} \
+                 (default {DEFAULT_MAX_INITIATING})",
+                ike.max_initiating
+            ));
+        }
         if ike.jitter > MAX_JITTER {
             problems.push(format!(
                 "ike.jitter: {} is out of range: give a percentage from 0 to {MAX_JITTER} \

@@ -528,6 +528,7 @@ const KEYS: [(&str, &[&str]); 9] = [
             "dh_groups",
             "esp_key_bits",
             "on_demand",
+            "max_initiating",
         ],
     ),
     ("mesh", &["level", "members_file"]),

@@ -4,7 +4,7 @@
 //! Nothing here needs root.
 
 use mesh::control::proto::{
-    ChildStatus, EspStatus, PeerEntry, PeerStatus, Reply, Request, Response, RolloutPeer,
+    ChildStatus, Counters, EspStatus, PeerEntry, PeerStatus, Reply, Request, Response, RolloutPeer,
     RolloutReport, Status,
 };
 use mesh::control::server;
@@ -121,6 +121,16 @@ fn canned_status() -> Status {
         uptime_seconds: 7300,
         esp: EspStatus { available: true, message: None },
         target: Level::Require,
+        counters: Counters {
+            retransmissions: 3,
+            initiating: 1,
+            waiting: 0,
+            half_open: 0,
+            sent: 1234,
+            deferred: 2,
+            send_failed: 0,
+            errors_reported: 1,
+        },
         peers: vec![
             PeerStatus {
                 name: "node-b".into(),
@@ -161,17 +171,19 @@ fn status_prints_an_80_column_table_a_wide_one_and_the_json() {
     let table = ok(&daemon.ctl(&["status"]));
     println!("{table}");
     let lines: Vec<&str> = table.lines().collect();
-    assert_eq!(lines.len(), 4, "{table}");
+    assert_eq!(lines.len(), 6, "{table}");
     assert!(lines[0].contains("node-a") && lines[0].contains("0.1.0"), "{table}");
     assert!(lines[0].contains("target require") && lines[0].contains("ESP: available"), "{table}");
+    assert_eq!(lines[1], "IKE: 3 retransmitted, 1 initiating, 0 waiting, 0 half-open");
+    assert_eq!(lines[2], "UDP: 1234 sent, 2 deferred, 0 lost, 1 errors reported");
     for column in ["PEER", "ADDRESS", "LEVEL", "IKE", "CHILD", "IN", "OUT", "REKEYED", "ERROR"] {
-        assert!(lines[1].contains(column), "{column} missing: {}", lines[1]);
+        assert!(lines[3].contains(column), "{column} missing: {}", lines[3]);
     }
-    assert!(lines[2].starts_with("node-b"), "{table}");
+    assert!(lines[4].starts_with("node-b"), "{table}");
     for cell in ["10.0.0.2 ", "established", "c0ffee01/0badf00d", "1.5K", "5.0M", "5m ago"] {
-        assert!(lines[2].contains(cell), "{cell} missing: {}", lines[2]);
+        assert!(lines[4].contains(cell), "{cell} missing: {}", lines[4]);
     }
-    assert!(lines[3].contains("connecting") && lines[3].ends_with("..."), "{}", lines[3]);
+    assert!(lines[5].contains("connecting") && lines[5].ends_with("..."), "{}", lines[5]);
     for line in &lines {
         assert!(line.chars().count() <= 80, "wider than 80 columns: {line}");
     }

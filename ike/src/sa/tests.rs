@@ -449,8 +449,8 @@ fn a_silent_peer_is_given_up_after_the_last_retransmission() {
         "{ie:?}"
     );
     assert_eq!(sent, 5, "the request went out five times");
-    // 4 + 7.2 + 12.96 + 23.33 + 41.99 s of waiting, less the sub-ms rounding.
-    assert!(took > Duration::from_secs(89) && took < Duration::from_secs(90), "{took:?}");
+    // 4 + 7.2 + 12.96 + 23.33 + 41.99 s of waiting, each shortened by up to 20%.
+    assert!(took > Duration::from_secs(71) && took < Duration::from_secs(90), "{took:?}");
     assert!(init.poll_timeout().is_none() && !init.is_established());
 }
 

@@ -104,8 +104,37 @@ pub struct Status {
     pub esp: EspStatus,
     /// The mesh-wide rollout target.
     pub target: Level,
+    /// The IKE and UDP counters since the daemon started.
+    #[serde(default)]
+    pub counters: Counters,
     /// Every peer, sorted by name.
     pub peers: Vec<PeerStatus>,
+}
+
+/// The daemon's IKE and UDP counters: what a burst (a start, a partition healing)
+/// cost, and whether anything was lost on the way out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Counters {
+    /// IKE requests sent again (retransmissions) since the start.
+    pub retransmissions: u64,
+    /// IKE SAs we initiated that are being made now (at most `ike.max_initiating`).
+    pub initiating: u64,
+    /// Peers waiting for a place among those.
+    pub waiting: u64,
+    /// IKE SAs peers started with us that are not established yet.
+    pub half_open: u64,
+    /// IKE datagrams handed to the kernel.
+    pub sent: u64,
+    /// Sends the kernel put off (no buffer space for the moment): the datagram was
+    /// queued and sent again.
+    pub deferred: u64,
+    /// Datagrams lost on the way out: the send queue was full, or the kernel refused
+    /// them for good. Each is also logged.
+    pub send_failed: u64,
+    /// Errors the network reported back for datagrams already sent (ICMP unreachable
+    /// and the like, seen through `IP_RECVERR`).
+    pub errors_reported: u64,
 }
 
 /// What the kernel can do.

@@ -33,6 +33,20 @@ pub fn status(status: &Status, wide: bool, now: u64) -> String {
         duration(status.uptime_seconds),
         status.target
     );
+    let c = &status.counters;
+    let _ = writeln!(
+        out,
+        "IKE: {} retransmitted, {} initiating, {} waiting, {} half-open\n\
+         UDP: {} sent, {} deferred, {} lost, {} errors reported",
+        c.retransmissions,
+        c.initiating,
+        c.waiting,
+        c.half_open,
+        c.sent,
+        c.deferred,
+        c.send_failed,
+        c.errors_reported
+    );
     let header = ["PEER", "ADDRESS", "LEVEL", "IKE", "CHILD", "IN", "OUT", "REKEYED", "ERROR"];
     let rows: Vec<Vec<String>> = status.peers.iter().map(|p| peer_row(p, wide, now)).collect();
     out.push_str(&render(&header, &rows, !wide));

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod kernel;
 pub mod state;
+pub mod udp;
 
 use crate::config::{Config, MemberSource, OnStop};
 use crate::control::proto::{Reply, Request, Response};
@@ -24,10 +25,11 @@ use state::StateDir;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 /// The operating system's randomness, for the IKE state machines.
 pub(crate) struct OsRandom;
@@ -58,6 +60,9 @@ pub struct Daemon {
     cfg_path: PathBuf,
     sockets: Vec<(IpAddr, Arc<UdpSocket>)>,
     knock_sockets: Vec<(IpAddr, Arc<UdpSocket>)>,
+    /// IKE datagrams the kernel put off, until it takes them.
+    outbox: udp::Outbox,
+    readers: Arc<udp::ReaderCounters>,
     spa_keys: Option<Arc<policy::spa::SpaKeys>>,
     verifier: Arc<CertVerifier>,
     kernel: Option<Kernel>,
@@ -242,13 +247,12 @@ impl Daemon {
         // IKE sockets, one per address, and the knock sockets.
         let mut sockets = Vec::new();
         let mut knock_sockets = Vec::new();
+        let readers = Arc::new(udp::ReaderCounters::default());
         for &addr in &cfg.node.addresses {
             let local = SocketAddr::new(addr, cfg.ike.port);
-            let s = UdpSocket::bind(local)
-                .await
-                .map_err(|e| format!("cannot bind IKE on {addr}:{}: {e}", cfg.ike.port))?;
+            let s = udp::bind(local).map_err(|e| format!("cannot bind IKE: {e}"))?;
             let s = Arc::new(s);
-            spawn_reader(s.clone(), local, tx.clone());
+            spawn_reader(s.clone(), local, tx.clone(), readers.clone());
             sockets.push((addr, s));
             if spa_keys.is_some() {
                 let k = UdpSocket::bind(SocketAddr::new(addr, 0))
@@ -264,6 +268,8 @@ impl Daemon {
             cfg_path: config_path.to_path_buf(),
             sockets,
             knock_sockets,
+            outbox: udp::Outbox::new(udp::OUTBOX_LIMIT),
+            readers,
             spa_keys,
             verifier,
             kernel,
@@ -347,7 +353,14 @@ impl Daemon {
                 self.sup.handle_timeout(now);
                 self.carry_out().await;
             }
+            if self.outbox.next_retry().is_some_and(|t| t <= now) {
+                let sockets = &self.sockets;
+                self.outbox.flush(now, &mut |o| send_on(sockets, o));
+            }
             let mut wake = self.sup.poll_timeout().unwrap_or(now + Duration::from_secs(1));
+            if let Some(t) = self.outbox.next_retry() {
+                wake = wake.min(t);
+            }
             if watchdog.is_some() {
                 wake = wake.min(watchdog_at);
             }
@@ -393,9 +406,16 @@ impl Daemon {
 
     fn status(&mut self, now: Instant) -> Response {
         let kernel = &mut self.kernel;
-        let status = self.sup.status(now, unix_now(), &mut |pair| {
+        let mut status = self.sup.status(now, unix_now(), &mut |pair| {
             kernel.as_mut().map_or((0, 0), |k| k.counters(pair))
         });
+        let out = self.outbox.counters();
+        let c = &mut status.counters;
+        c.sent = out.sent;
+        c.deferred = out.deferred;
+        c.send_failed = out.failed;
+        c.errors_reported =
+            out.errors_reported + self.readers.errors_reported.load(Ordering::Relaxed);
         Response::Ok { reply: Reply::Status(status) }
     }
 
@@ -446,7 +466,7 @@ impl Daemon {
     async fn carry_out(&mut self) {
         while let Some(action) = self.sup.poll_action() {
             match action {
-                Action::Send { local, remote, datagram } => self.send(local, remote, &datagram),
+                Action::Send { local, remote, datagram } => self.send(local, remote, datagram),
                 Action::Knock { local, remote, knock } => self.knock(local, remote, &knock).await,
                 Action::AddSa(sa) => {
                     let Some(k) = self.kernel.as_mut() else { continue };
@@ -511,17 +531,10 @@ impl Daemon {
         }
     }
 
-    fn send(&self, local: SocketAddr, remote: SocketAddr, datagram: &[u8]) {
-        let sock = self
-            .sockets
-            .iter()
-            .find(|(a, _)| *a == local.ip())
-            .or_else(|| self.sockets.iter().find(|(a, _)| a.is_ipv4() == remote.is_ipv4()));
-        if let Some((_, s)) = sock
-            && let Err(e) = s.try_send_to(datagram, remote)
-        {
-            debug!(to = %remote, "IKE send failed: {e}");
-        }
+    fn send(&mut self, local: SocketAddr, remote: SocketAddr, datagram: Vec<u8>) {
+        let sockets = &self.sockets;
+        let item = udp::Outgoing::new(local, remote, datagram);
+        self.outbox.send(Instant::now(), item, &mut |o| send_on(sockets, o));
     }
 
     async fn knock(&self, local: IpAddr, remote: SocketAddr, knock: &policy::spa::Knock) {
@@ -544,23 +557,30 @@ fn kernel_event(e: &xfrm::Event) -> Option<KernelEvent> {
     }
 }
 
-fn spawn_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Input>) {
+/// One send of `o` on the socket of its local address (or of its family).
+fn send_on(sockets: &[(IpAddr, Arc<UdpSocket>)], o: &udp::Outgoing) -> std::io::Result<usize> {
+    let sock = sockets
+        .iter()
+        .find(|(a, _)| *a == o.local.ip())
+        .or_else(|| sockets.iter().find(|(a, _)| a.is_ipv4() == o.remote.is_ipv4()));
+    match sock {
+        Some((_, s)) => s.try_send_to(&o.datagram, o.remote),
+        None => Err(std::io::Error::other(format!("no IKE socket for {}", o.local))),
+    }
+}
+
+fn spawn_reader(
+    sock: Arc<UdpSocket>,
+    local: SocketAddr,
+    tx: mpsc::Sender<Input>,
+    counters: Arc<udp::ReaderCounters>,
+) {
     tokio::spawn(async move {
-        let mut buf = vec![0u8; 65_536];
-        loop {
-            match sock.recv_from(&mut buf).await {
-                Ok((n, from)) => {
-                    let bytes = buf[..n].to_vec();
-                    if tx.send(Input::Datagram { bytes, local, from }).await.is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    debug!("IKE socket: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
+        udp::read_loop(&sock, &counters, |bytes, from| {
+            let tx = tx.clone();
+            async move { tx.send(Input::Datagram { bytes, local, from }).await.is_ok() }
+        })
+        .await;
     });
 }
 

@@ -6,7 +6,7 @@ use super::peer::{IkeState, Pair};
 use super::{Supervisor, Timer};
 use crate::config::Config;
 use crate::control::proto::{
-    ChildStatus, EspStatus, PeerEntry, PeerStatus, Reply, Request, Response, Status,
+    ChildStatus, Counters, EspStatus, PeerEntry, PeerStatus, Reply, Request, Response, Status,
 };
 use policy::{Level, Member};
 use std::net::IpAddr;
@@ -119,7 +119,19 @@ impl Supervisor {
             uptime_seconds: now.saturating_duration_since(self.started).as_secs(),
             esp: EspStatus { available: self.esp, message: self.esp_problem.clone() },
             target: self.rollout.target(),
+            counters: self.counters(),
             peers,
+        }
+    }
+
+    /// The IKE counters (the shell adds the UDP ones).
+    pub fn counters(&self) -> Counters {
+        Counters {
+            retransmissions: self.ep.retransmissions(),
+            initiating: self.initiating.len() as u64,
+            waiting: self.waiting.len() as u64,
+            half_open: self.ep.half_open() as u64,
+            ..Counters::default()
         }
     }
 

@@ -3,7 +3,9 @@
 //! liveness and re-authenticate.
 
 use super::peer::{Child, IkeState, PeerKey, we_initiate};
-use super::{CROSSING, MAX_BACKOFF, PinholeOp, RESPONDER_GRACE, Supervisor, Timer};
+use super::{
+    CROSSING, HALF_OPEN_RECHECK, MAX_BACKOFF, PinholeOp, RESPONDER_GRACE, Supervisor, Timer,
+};
 use crate::rollout;
 use ca::verify::PeerId;
 use ike::endpoint::SaHandle;
@@ -38,17 +40,33 @@ impl Supervisor {
     pub(super) fn on_connect_due(&mut self, now: Instant, key: PeerKey) {
         let me = self.me.name.clone();
         let port = self.cfg.ike.port;
-        let Some(p) = self.peers.get_mut(&key) else { return };
+        let Some(p) = self.peers.get(&key) else { return };
         if p.sa.is_some() {
             return;
         }
         let heard =
             p.last_heard.is_some_and(|t| now.saturating_duration_since(t) < RESPONDER_GRACE);
-        if heard && p.adopted.is_empty() && !we_initiate(&me, &p.name) {
-            // The initiator's exchange is under way: give it time before ours.
-            self.timers.set(Timer::Connect(key), now + RESPONDER_GRACE);
+        if p.adopted.is_empty() {
+            if heard && !we_initiate(&me, &p.name) {
+                // The initiator's exchange is under way: give it time before ours.
+                self.timers.set(Timer::Connect(key), now + RESPONDER_GRACE);
+                return;
+            }
+            if self.ep.half_open_from(p.remote) {
+                // An IKE SA the peer started is still being made (its retransmissions
+                // may be far apart): no crossing one until it is done or given up.
+                self.timers.set(Timer::Connect(key), now + HALF_OPEN_RECHECK);
+                return;
+            }
+        }
+        if self.initiating.len() >= self.cfg.ike.max_initiating {
+            // The window is full: the peer waits its turn (see `admit`).
+            if self.queued.insert(key) {
+                self.waiting.push_back(key);
+            }
             return;
         }
+        let Some(p) = self.peers.get_mut(&key) else { return };
         let (cfg, claim) = (p.ike.clone(), p.claim_only);
         let (local, remote) = (SocketAddr::new(p.local, port), SocketAddr::new(p.remote, port));
         let h = self.ep.connect(now, cfg, local, remote, &mut *self.rng);
@@ -56,10 +74,25 @@ impl Supervisor {
             let _ = self.ep.with_sa(h, ike::sa::IkeSa::set_initial_contact);
         }
         self.track(h, key);
+        self.initiating.insert(h);
         let Some(p) = self.peers.get_mut(&key) else { return };
         p.sa = Some(h);
         p.state = IkeState::Connecting;
         debug!(peer = %p.name, "initiating IKE");
+    }
+
+    /// Starts the waiting peers' IKE SAs while the window has room; whether any
+    /// started. Initiations are paced by completions, not by a clock: a node with
+    /// hundreds of peers keeps `ike.max_initiating` handshakes in flight, and a lossy
+    /// link slows only the handshakes that cross it.
+    pub(super) fn admit(&mut self, now: Instant) -> bool {
+        let before = self.initiating.len();
+        while self.initiating.len() < self.cfg.ike.max_initiating {
+            let Some(key) = self.waiting.pop_front() else { break };
+            self.queued.remove(&key);
+            self.on_connect_due(now, key);
+        }
+        self.initiating.len() > before
     }
 
     pub(super) fn on_reauth_due(&mut self, now: Instant, key: PeerKey) {
@@ -73,6 +106,7 @@ impl Supervisor {
         let h = self.ep.connect(now, cfg, local, remote, &mut *self.rng);
         let _ = self.ep.with_sa(h, ike::sa::IkeSa::set_initial_contact);
         self.track(h, key);
+        self.initiating.insert(h);
         info!(peer = %self.peers[&key].name, "re-authenticating: a new IKE SA to replace the current one");
     }
 
@@ -158,6 +192,7 @@ impl Supervisor {
 
     /// Forgets IKE SA `h`.
     fn untrack(&mut self, h: SaHandle) {
+        self.initiating.remove(&h);
         if let Some(key) = self.by_handle.remove(&h)
             && let Some(p) = self.peers.get_mut(&key)
         {
@@ -199,6 +234,10 @@ impl Supervisor {
     pub(super) fn on_event(&mut self, now: Instant, h: SaHandle, event: Event) {
         if matches!(event, Event::Closed { .. } | Event::Failed { .. }) {
             self.deleting.remove(&h);
+        }
+        if matches!(event, Event::IkeUp { .. } | Event::Closed { .. } | Event::Failed { .. }) {
+            // Established or over: a place in the window is free.
+            self.initiating.remove(&h);
         }
         let Some(key) = self.owner(now, h, &event) else { return };
         let Some(name) = self.peers.get(&key).map(|p| p.name.clone()) else { return };

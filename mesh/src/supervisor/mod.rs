@@ -70,6 +70,9 @@ use xfrm::{Policy, SaId};
 /// How long the member that does not initiate waits for the other before it
 /// initiates itself.
 pub const RESPONDER_GRACE: Duration = Duration::from_secs(8);
+/// How often a peer's connect timer looks again while an IKE SA the peer started is
+/// half open here (it is given up after the endpoint's half-open timeout, 30 s).
+pub const HALF_OPEN_RECHECK: Duration = Duration::from_secs(2);
 /// The longest wait between two attempts to reach a peer.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The longest a new child SA's outbound SA waits while an older one carries the
@@ -268,6 +271,13 @@ pub struct Supervisor {
     /// IKE SAs whose delete we asked for: no longer counted on, even while the peer
     /// has not answered (a peer that restarted never will).
     deleting: std::collections::HashSet<SaHandle>,
+    /// IKE SAs we initiated that are not established yet: at most
+    /// `ike.max_initiating` (see [`Supervisor::admit`]).
+    initiating: std::collections::HashSet<SaHandle>,
+    /// Peers due to be initiated to while the window was full, in order, and the same
+    /// as a set.
+    waiting: VecDeque<PeerKey>,
+    queued: std::collections::HashSet<PeerKey>,
     next_key: u32,
     sources: BTreeMap<String, String>,
     rollout: Rollout,
@@ -360,6 +370,9 @@ impl Supervisor {
             by_reqid: HashMap::new(),
             by_handle: HashMap::new(),
             deleting: std::collections::HashSet::new(),
+            initiating: std::collections::HashSet::new(),
+            waiting: VecDeque::new(),
+            queued: std::collections::HashSet::new(),
             next_key: 0,
             sources: BTreeMap::new(),
             rollout,
@@ -599,6 +612,9 @@ impl Supervisor {
     /// changed, the endpoint's next wake-up noted.
     fn finish(&mut self, now: Instant) {
         self.drain(now);
+        if self.admit(now) {
+            self.drain(now);
+        }
         if self.policies_dirty {
             self.policies_dirty = false;
             self.apply_policies();

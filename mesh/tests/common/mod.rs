@@ -34,6 +34,8 @@ pub struct Options {
     pub members: Option<usize>,
     /// Extra TOML for the `[daemon]` table, per node (index: node).
     pub daemon: Vec<String>,
+    /// meshd's `--log-level`.
+    pub log_level: &'static str,
 }
 
 impl Default for Options {
@@ -45,6 +47,7 @@ impl Default for Options {
             extra: String::new(),
             members: None,
             daemon: Vec::new(),
+            log_level: "mesh=debug,info",
         }
     }
 }
@@ -236,8 +239,9 @@ impl Mesh {
         let node = &self.nodes[i];
         let log = node.log_path();
         let cmd = format!(
-            "exec {MESHD} --config {} --log-level mesh=debug,info >>{} 2>&1",
+            "exec {MESHD} --config {} --log-level {} >>{} 2>&1",
             path(&node.config()),
+            self.options.log_level,
             path(&log)
         );
         let proc = self.net.host(i).spawn(&["sh", "-c", &cmd]).expect("meshd starts");
@@ -249,6 +253,11 @@ impl Mesh {
         for i in 0..self.member_count() {
             self.start(i);
         }
+    }
+
+    /// The process id of node `i`'s meshd, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.procs[i].as_ref().map(Proc::id)
     }
 
     /// SIGKILL.

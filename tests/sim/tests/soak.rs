@@ -31,8 +31,11 @@ fn days_at_require_with_jittered_rekeys() {
         );
         // Past the first, synchronized, installs: the storm test is about rekeys.
         let start = sim.elapsed().as_secs() + 60;
-        for _ in 0..days * 24 {
+        for hour in 1..=days * 24 {
             sim.run_for(Duration::from_secs(3600));
+            if hour % 24 == 0 {
+                eprintln!("day {} done ({:.0} s wall)", hour / 24, wall.elapsed().as_secs_f64());
+            }
             assert!(
                 sim.stats.lost_at_require == 0 && sim.stats.rollout_violations.is_empty(),
                 "seed {seed} at {:.0} s: {}\n{}\n{:?}\nreplay: {}",
