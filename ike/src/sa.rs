@@ -50,6 +50,11 @@ struct Pending {
     sent: u32,
     wait: Duration,
     deadline: Instant,
+    /// The deadline was brought forward by [`IkeSa::unreachable`]: the send it makes
+    /// is not one of the tries, and the wait does not grow.
+    quick: bool,
+    /// Quick sends so far (at most [`MAX_QUICK`]).
+    quicks: u8,
 }
 
 /// The last request we answered and our answer, for retransmitted requests. The request
@@ -373,6 +378,15 @@ enum Then {
     Switch(Box<NewIke>),
 }
 
+/// How soon an `IKE_SA_INIT` request goes again after the network reported the
+/// peer's port closed (see [`IkeSa::unreachable`]).
+pub const QUICK_RETRY: Duration = Duration::from_millis(500);
+
+/// Quick sends of one request at most (see [`IkeSa::unreachable`]): a daemon that
+/// takes longer than this many [`QUICK_RETRY`]s to start is reached on the usual
+/// schedule.
+pub const MAX_QUICK: u8 = 8;
+
 /// COOKIE challenges an initiator answers before giving up.
 const MAX_COOKIE_RETRIES: u8 = 3;
 
@@ -424,7 +438,8 @@ impl IkeSa {
         let wait = self.cfg.retransmit.base;
         let first = shorten(wait, self.cfg.retransmit.jitter, self.jitter);
         self.transmit.push_back(bytes.clone());
-        self.pending = Some(Pending { bytes, sent: 1, wait, deadline: now + first });
+        self.pending =
+            Some(Pending { bytes, sent: 1, wait, deadline: now + first, quick: false, quicks: 0 });
     }
 
     /// Sends a response and keeps it for a retransmitted request.
@@ -457,6 +472,15 @@ impl IkeSa {
             return;
         }
         let r = self.cfg.retransmit;
+        if p.quick {
+            // Sent again early because the peer's port was closed: the tries and the
+            // wait stay as they were.
+            p.quick = false;
+            self.retransmissions += 1;
+            p.deadline = now + shorten(p.wait, r.jitter, draw_share(rng));
+            self.transmit.push_back(p.bytes.clone());
+            return;
+        }
         if p.sent >= r.tries {
             if let State::Established(e) = &mut self.state
                 && let Some(Asked::DeleteRetired(spis)) = e.asked
@@ -477,6 +501,36 @@ impl IkeSa {
         p.wait = p.wait * r.factor_num / r.factor_den.max(1);
         p.deadline = now + shorten(p.wait, r.jitter, draw_share(rng));
         self.transmit.push_back(p.bytes.clone());
+    }
+
+    /// The network reported the peer's port closed for a datagram we sent (ICMP port
+    /// unreachable): its daemon is not listening yet, or is restarting. The request
+    /// goes again within [`QUICK_RETRY`] (see [`IkeSa::hurry`]).
+    pub fn unreachable(&mut self, now: Instant, rng: &mut dyn Random) -> bool {
+        self.hurry(now, QUICK_RETRY, rng)
+    }
+
+    /// Before the peer's first answer, sends the request again within `within`
+    /// (shortened by the jitter) instead of after the rest of the retransmission wait,
+    /// when the daemon has reason to think the first send was lost: the peer's port
+    /// was closed, or a knock's pinhole may not have been open yet. At most
+    /// [`MAX_QUICK`] times per request; such a send is not one of the tries, and after
+    /// it the usual wait starts over, so a peer that never answers still ends the SA
+    /// in the usual time, give or take the quick sends. `false` when nothing changed.
+    pub fn hurry(&mut self, now: Instant, within: Duration, rng: &mut dyn Random) -> bool {
+        if !matches!(self.state, State::InitSent { .. }) {
+            return false;
+        }
+        let jitter = self.cfg.retransmit.jitter;
+        let Some(p) = self.pending.as_mut() else { return false };
+        let soon = now + shorten(within, jitter, draw_share(rng));
+        if p.quick || p.quicks >= MAX_QUICK || soon >= p.deadline {
+            return false;
+        }
+        p.deadline = soon;
+        p.quick = true;
+        p.quicks += 1;
+        true
     }
 
     /// Requests of this SA sent again since it was made.

@@ -119,9 +119,24 @@ fn sum(counters: &[Counters]) -> Counters {
     t
 }
 
+/// With `BENCH_KEEP=DIR`: the daemons' logs, copied out before the namespaces and
+/// files go.
+fn keep_logs(mesh: &Mesh) {
+    let Some(keep) = std::env::var_os("BENCH_KEEP") else { return };
+    let keep = std::path::Path::new(&keep).join(mesh.nodes.len().to_string());
+    let _ = std::fs::create_dir_all(&keep);
+    for (i, node) in mesh.nodes.iter().enumerate() {
+        let _ = std::fs::write(keep.join(format!("{}.log", node.name)), mesh.log(i));
+    }
+    println!("  logs in {}", keep.display());
+}
+
 #[allow(clippy::cast_precision_loss)] // figures
 fn run(n: usize, max: Duration) -> bool {
-    let options = Options { ike: String::new(), log_level: "info", ..Options::default() };
+    // BENCH_LOG=mesh=debug,info for the daemons' debug lines; BENCH_KEEP=DIR keeps
+    // the logs.
+    let log_level = std::env::var("BENCH_LOG").map_or("info", |l| &*l.leak());
+    let options = Options { ike: String::new(), log_level, ..Options::default() };
     let mut mesh = Mesh::new(n, options);
     let pairs = n * (n - 1) / 2;
     let started = Instant::now();
@@ -136,6 +151,7 @@ fn run(n: usize, max: Duration) -> bool {
             max.as_secs_f64(),
             n * (n - 1)
         );
+        keep_logs(&mesh);
         return false;
     };
     let statuses: Vec<Status> = all.iter().filter_map(|&i| status(&mesh, i)).collect();
@@ -186,6 +202,7 @@ fn run(n: usize, max: Duration) -> bool {
         |t| format!("back in {:.2} s", t.as_secs_f64()),
     );
     println!("  node {k} restarted: its {} IKE SAs {back}", n - 1);
+    keep_logs(&mesh);
     true
 }
 

@@ -4,8 +4,9 @@
 //! It never sends anything, valid or not: the socket is only read from. The work per
 //! datagram is bounded: one `recv` into a fixed buffer (a longer datagram is cut short,
 //! and refused for its size), one [`Gatekeeper::check`] (size, rate limit before any
-//! cryptography, one AEAD open, bounded caches), and for an admitted knock one `nft`
-//! run, awaited before the next datagram is read so that they never pile up. The
+//! cryptography, one AEAD open, bounded caches); the knocks admitted among the
+//! datagrams waiting (up to 64) get their pinholes in one `nft` run, awaited before
+//! the next datagrams are read so that they never pile up. The
 //! gatekeeper logs every refusal and admission in one line with the source; the gate
 //! adds one line when a pinhole cannot be opened, and one when it starts.
 
@@ -17,12 +18,16 @@ use std::time::{Duration, SystemTime};
 use tokio::net::UdpSocket;
 use tracing::{error, info, warn};
 
-use crate::nft::Pinholes;
+use crate::nft::{Change, Pinholes};
 use crate::spa::{Access, Admitted, DATAGRAM_LEN, GateStats, Gatekeeper};
 
 /// Receive buffer: room for one byte more than an SPA packet, so that a longer datagram
 /// shows as too long rather than as a cut-down packet.
 const BUF_LEN: usize = DATAGRAM_LEN + 1;
+
+/// Datagrams waiting on the socket taken in one go, their pinholes opened in one nft
+/// run: a burst of knocks (a fleet starting) costs a few nft runs, not one each.
+const BATCH: usize = 64;
 
 /// What happened to one datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,38 +133,66 @@ impl SpaGate {
         }
     }
 
-    /// Receives one datagram and deals with it.
+    /// Receives one datagram, and any more already waiting (up to [`BATCH`]), and deals
+    /// with them: the pinholes of the knocks admitted open in one nft run.
     ///
     /// # Errors
     /// The socket's error.
-    pub async fn serve_one(&mut self) -> io::Result<Outcome> {
+    pub async fn serve_one(&mut self) -> io::Result<Vec<Outcome>> {
         let (len, from) = self.socket.recv_from(&mut self.buf[..]).await?;
+        let mut outcomes = vec![self.check(len, from)];
+        while outcomes.len() < BATCH {
+            match self.socket.try_recv_from(&mut self.buf[..]) {
+                Ok((len, from)) => outcomes.push(self.check(len, from)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let admitted: Vec<IpAddr> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Opened(a) => Some(a.addr),
+                _ => None,
+            })
+            .collect();
+        if admitted.is_empty() {
+            return Ok(outcomes);
+        }
+        let changes: Vec<Change> = admitted.iter().map(|a| Change::Allow(*a, self.ttl)).collect();
+        let pinholes = self.pinholes.clone();
+        let failure = match tokio::task::spawn_blocking(move || pinholes.change(&changes)).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(format!("the nft task failed: {e}")),
+        };
+        if let Some(e) = failure {
+            for o in &mut outcomes {
+                if let Outcome::Opened(a) = o {
+                    error!(source = %a.addr, "SPA knock admitted but no pinhole opened: {e}");
+                    *o = Outcome::NotOpened(a.clone());
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// One datagram's verdict: `Opened` for an admitted knock whose pinhole is still
+    /// to open.
+    fn check(&mut self, len: usize, from: SocketAddr) -> Outcome {
         let datagram = &self.buf[..len];
         let Ok(admitted) = self.gatekeeper.check(datagram, from.ip(), SystemTime::now()) else {
-            return Ok(Outcome::Refused);
+            return Outcome::Refused;
         };
         if let Some(knockers) = &self.knockers
             && !knockers(admitted.addr)
         {
             warn!(source = %admitted.addr, node = %admitted.node_id, "SPA knock from an address that is not a member's; nothing opened");
-            return Ok(Outcome::NotOpened(admitted));
+            return Outcome::NotOpened(admitted);
         }
         if admitted.access != Access::Ike {
             warn!(source = %admitted.addr, access = ?admitted.access, "SPA knock asks for access this gate does not give; nothing opened");
-            return Ok(Outcome::NotOpened(admitted));
+            return Outcome::NotOpened(admitted);
         }
-        let (pinholes, addr, ttl) = (self.pinholes.clone(), admitted.addr, self.ttl);
-        let result = tokio::task::spawn_blocking(move || pinholes.allow(addr, ttl)).await;
-        match result {
-            Ok(Ok(())) => Ok(Outcome::Opened(admitted)),
-            Ok(Err(e)) => {
-                error!(source = %addr, "SPA knock admitted but no pinhole opened: {e}");
-                Ok(Outcome::NotOpened(admitted))
-            }
-            Err(e) => {
-                error!(source = %addr, "SPA knock admitted but no pinhole opened: the nft task failed: {e}");
-                Ok(Outcome::NotOpened(admitted))
-            }
-        }
+        Outcome::Opened(admitted)
     }
 }

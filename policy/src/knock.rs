@@ -89,7 +89,14 @@ pub fn send_blocking(
     Ok(())
 }
 
-fn prepare(
+/// Seals `knock` (timestamped now, with fresh nonces from the operating system) into
+/// the datagram [`send`] would send from a socket bound to `local`, for a caller that
+/// sends it itself (meshd queues it with its IKE datagrams when the kernel puts sends
+/// off).
+///
+/// # Errors
+/// As [`send`], but for sending.
+pub fn prepare(
     local: Option<SocketAddr>,
     keys: &SpaKeys,
     knock: &Knock,

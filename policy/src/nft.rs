@@ -125,6 +125,29 @@ pub enum NftError {
     },
 }
 
+/// One change to the pinholes, for [`Pinholes::change`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// [`Pinholes::allow`]: a knock's pinhole for this long.
+    Allow(IpAddr, Duration),
+    /// [`Pinholes::keep`].
+    Keep(IpAddr),
+    /// [`Pinholes::release`].
+    Release(IpAddr),
+    /// [`Pinholes::close`].
+    Close(IpAddr),
+}
+
+impl Change {
+    /// The address it is about.
+    #[must_use]
+    pub fn addr(&self) -> IpAddr {
+        match *self {
+            Change::Allow(a, _) | Change::Keep(a) | Change::Release(a) | Change::Close(a) => a,
+        }
+    }
+}
+
 /// One address let through to the IKE ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Pinhole {
@@ -253,19 +276,7 @@ impl Pinholes {
     /// # Errors
     /// When nft fails, or our table is not installed.
     pub fn allow(&self, addr: IpAddr, ttl: Duration) -> Result<(), NftError> {
-        let addr = addr.to_canonical();
-        let ttl = seconds(ttl).unwrap_or(1);
-        let set = if addr.is_ipv4() { ALLOW4 } else { ALLOW6 };
-        // add (a no-op if present), delete, add with the new timeout: one transaction
-        // that works whether or not the element exists, and always restarts its clock.
-        self.apply(
-            "open a pinhole",
-            vec![
-                NfCmd::Add(self.element(set, addr, None)),
-                NfCmd::Delete(self.element(set, addr, None)),
-                NfCmd::Add(self.element(set, addr, Some(ttl))),
-            ],
-        )
+        self.change(&[Change::Allow(addr, ttl)])
     }
 
     /// Keeps `addr` let through with no time limit: a peer with a live IKE SA.
@@ -274,9 +285,7 @@ impl Pinholes {
     /// # Errors
     /// When nft fails, or our table is not installed.
     pub fn keep(&self, addr: IpAddr) -> Result<(), NftError> {
-        let addr = addr.to_canonical();
-        let set = if addr.is_ipv4() { KEEP4 } else { KEEP6 };
-        self.apply("keep a peer's pinhole", vec![NfCmd::Add(self.element(set, addr, None))])
+        self.change(&[Change::Keep(addr)])
     }
 
     /// Ends [`keep`](Self::keep) for `addr` (its IKE SA is gone); a pinhole from a recent
@@ -285,15 +294,7 @@ impl Pinholes {
     /// # Errors
     /// When nft fails, or our table is not installed.
     pub fn release(&self, addr: IpAddr) -> Result<(), NftError> {
-        let addr = addr.to_canonical();
-        let set = if addr.is_ipv4() { KEEP4 } else { KEEP6 };
-        self.apply(
-            "release a peer's pinhole",
-            vec![
-                NfCmd::Add(self.element(set, addr, None)),
-                NfCmd::Delete(self.element(set, addr, None)),
-            ],
-        )
+        self.change(&[Change::Release(addr)])
     }
 
     /// Closes every pinhole of `addr`, kept or knocked: the address is no member any
@@ -302,17 +303,55 @@ impl Pinholes {
     /// # Errors
     /// When nft fails, or our table is not installed.
     pub fn close(&self, addr: IpAddr) -> Result<(), NftError> {
-        let addr = addr.to_canonical();
-        let (keep, allow) = if addr.is_ipv4() { (KEEP4, ALLOW4) } else { (KEEP6, ALLOW6) };
-        self.apply(
-            "close a former member's pinholes",
-            vec![
-                NfCmd::Add(self.element(keep, addr, None)),
-                NfCmd::Delete(self.element(keep, addr, None)),
-                NfCmd::Add(self.element(allow, addr, None)),
-                NfCmd::Delete(self.element(allow, addr, None)),
-            ],
-        )
+        self.change(&[Change::Close(addr)])
+    }
+
+    /// Makes `changes`, in order, in one nft transaction (one process): a burst of
+    /// knocks or of IKE SAs coming up costs one nft run, not one each. All or none
+    /// take effect.
+    ///
+    /// # Errors
+    /// When nft fails, or our table is not installed.
+    pub fn change(&self, changes: &[Change]) -> Result<(), NftError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut cmds = Vec::with_capacity(changes.len() * 4);
+        for c in changes {
+            let v4 = c.addr().to_canonical().is_ipv4();
+            let (keep, allow) = if v4 { (KEEP4, ALLOW4) } else { (KEEP6, ALLOW6) };
+            let addr = c.addr().to_canonical();
+            // An add before a delete makes the delete a no-op when the element is not
+            // there: each change works whether or not its element exists.
+            match *c {
+                Change::Allow(_, ttl) => {
+                    let ttl = seconds(ttl).unwrap_or(1);
+                    // Add, delete, add with the new timeout: always restarts its clock.
+                    cmds.push(NfCmd::Add(self.element(allow, addr, None)));
+                    cmds.push(NfCmd::Delete(self.element(allow, addr, None)));
+                    cmds.push(NfCmd::Add(self.element(allow, addr, Some(ttl))));
+                }
+                Change::Keep(_) => cmds.push(NfCmd::Add(self.element(keep, addr, None))),
+                Change::Release(_) => {
+                    cmds.push(NfCmd::Add(self.element(keep, addr, None)));
+                    cmds.push(NfCmd::Delete(self.element(keep, addr, None)));
+                }
+                Change::Close(_) => {
+                    for set in [keep, allow] {
+                        cmds.push(NfCmd::Add(self.element(set, addr, None)));
+                        cmds.push(NfCmd::Delete(self.element(set, addr, None)));
+                    }
+                }
+            }
+        }
+        let action = match changes {
+            [Change::Allow(..)] => "open a pinhole",
+            [Change::Keep(_)] => "keep a peer's pinhole",
+            [Change::Release(_)] => "release a peer's pinhole",
+            [Change::Close(_)] => "close a former member's pinholes",
+            _ => "change pinholes",
+        };
+        self.apply(action, cmds)
     }
 
     /// Deletes our table: the IKE ports are open to all again. Idempotent; other tables

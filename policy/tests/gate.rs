@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ikemesh_testbed::{Host, Net};
 use policy::knock::send_blocking;
+use policy::nft::Change;
 use policy::spa::{Access, Knock, SpaKeys, os_random, seal};
 use policy::{PinholeConfig, Pinholes};
 
@@ -130,6 +131,27 @@ fn pinholes_open_close_and_touch_nothing_else() {
     let listed = b.enter(|| holes.allowed()).unwrap().unwrap();
     assert!(listed.is_empty(), "closed address still let in: {listed:?}");
     assert_eq!(ruleset_outside(b, table), before, "close touched another table");
+
+    // Many changes in one transaction, in order: what a burst of knocks or of IKE
+    // SAs coming up makes.
+    let (v4, v6): (IpAddr, IpAddr) = (a.ipv4().into(), a.ipv6().into());
+    let batch = [
+        Change::Allow(v4, Duration::from_secs(60)),
+        Change::Keep(v6),
+        Change::Keep(v4),
+        Change::Release(v4),
+        Change::Allow(v6, Duration::from_secs(60)),
+        Change::Close(v6),
+        Change::Keep(v6),
+    ];
+    b.enter(|| holes.change(&batch)).unwrap().unwrap();
+    let mut listed = b.enter(|| holes.allowed()).unwrap().unwrap();
+    listed.sort_by_key(|p| p.expires.is_none());
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed[0].addr == v4 && listed[0].expires.is_some(), "knocked v4: {listed:?}");
+    assert!(listed[1].addr == v6 && listed[1].expires.is_none(), "kept v6: {listed:?}");
+    b.enter(|| holes.change(&[Change::Close(v4), Change::Close(v6)])).unwrap().unwrap();
+    assert!(b.enter(|| holes.allowed()).unwrap().unwrap().is_empty());
 
     b.enter(|| holes.remove()).unwrap().unwrap();
     b.enter(|| holes.remove()).unwrap().unwrap(); // idempotent

@@ -602,3 +602,48 @@ fn a_responder_under_load_asks_for_a_cookie_and_the_initiator_retries() {
     assert_eq!(moved, 3, "IKE_SA_INIT response, then IKE_AUTH both ways");
     assert!(init.is_established() && resp.is_established());
 }
+
+#[test]
+fn a_closed_port_brings_the_first_request_again_soon_and_still_ends_the_sa() {
+    let mut rng = TestRng::new(18);
+    let (i_cfg, _) = pair_configs(1);
+    let t0 = Instant::now();
+    let mut init = IkeSa::initiate(i_cfg, t0, &mut rng);
+    let first = init.poll_transmit().unwrap();
+    let normal = init.poll_timeout().unwrap();
+    assert!(normal >= t0 + Duration::from_millis(3200), "{:?}", normal - t0);
+    // Port unreachable: the request goes again within QUICK_RETRY.
+    assert!(init.unreachable(t0, &mut rng));
+    let soon = init.poll_timeout().unwrap();
+    assert!(soon <= t0 + QUICK_RETRY && soon > t0, "{:?}", soon - t0);
+    // A second report before that changes nothing.
+    assert!(!init.unreachable(t0, &mut rng));
+    let mut now = soon;
+    let (mut sends, mut quick) = (1, 0);
+    loop {
+        init.handle_timeout(now, &mut rng);
+        while let Some(d) = init.poll_transmit() {
+            assert_eq!(d, first, "the same request");
+            sends += 1;
+        }
+        if init.is_closed() {
+            break;
+        }
+        // Each send is refused at once.
+        quick += u32::from(init.unreachable(now, &mut rng));
+        now = init.poll_timeout().unwrap();
+    }
+    assert_eq!(quick + 1, u32::from(MAX_QUICK), "quick sends are bounded");
+    assert_eq!(sends, 5 + u32::from(MAX_QUICK), "five tries, plus the quick sends");
+    assert_eq!(init.retransmissions(), sends - 1);
+    let ev = events(&mut init);
+    assert!(matches!(&ev[..], [Event::Failed { .. }]), "{ev:?}");
+}
+
+#[test]
+fn an_answered_request_is_not_hurried_by_a_late_unreachable() {
+    let mut rng = TestRng::new(19);
+    let (mut init, _) = established(&mut rng);
+    let now = Instant::now();
+    assert!(!init.unreachable(now, &mut rng));
+}

@@ -20,6 +20,7 @@ use crate::supervisor::{Action, KernelEvent, KernelView, PinholeOp, Reloaded, St
 use ca::verify::CertVerifier;
 use ike::crypto::Random;
 use kernel::Kernel;
+use policy::nft::Change;
 use policy::{Member, Pinholes};
 use state::StateDir;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -47,6 +48,7 @@ fn unix_now() -> u64 {
 /// Everything the event loop receives.
 enum Input {
     Datagram { bytes: Vec<u8>, local: SocketAddr, from: SocketAddr },
+    PortClosed(SocketAddr),
     Control(Request, oneshot::Sender<Response>),
     Kernel(xfrm::Event),
     Stop,
@@ -67,6 +69,8 @@ pub struct Daemon {
     verifier: Arc<CertVerifier>,
     kernel: Option<Kernel>,
     pinholes: Option<Pinholes>,
+    /// Pinhole changes, made by their own task in batches.
+    pinhole_tx: Option<mpsc::Sender<Change>>,
     state_dir: StateDir,
 }
 
@@ -252,13 +256,17 @@ impl Daemon {
             let local = SocketAddr::new(addr, cfg.ike.port);
             let s = udp::bind(local).map_err(|e| format!("cannot bind IKE: {e}"))?;
             let s = Arc::new(s);
-            spawn_reader(s.clone(), local, tx.clone(), readers.clone());
+            spawn_reader(s.clone(), Some(local), tx.clone(), readers.clone());
             sockets.push((addr, s));
             if spa_keys.is_some() {
-                let k = UdpSocket::bind(SocketAddr::new(addr, 0))
-                    .await
-                    .map_err(|e| format!("cannot bind a knock socket on {addr}: {e}"))?;
-                knock_sockets.push((addr, Arc::new(k)));
+                // With IP_RECVERR too: a knock refused because the peer's gate is not
+                // listening yet (its daemon is starting) tells the supervisor, which
+                // knocks and asks again soon.
+                let k = udp::bind(SocketAddr::new(addr, 0))
+                    .map_err(|e| format!("cannot bind a knock socket: {e}"))?;
+                let k = Arc::new(k);
+                spawn_reader(k.clone(), None, tx.clone(), readers.clone());
+                knock_sockets.push((addr, k));
             }
         }
 
@@ -273,6 +281,7 @@ impl Daemon {
             spa_keys,
             verifier,
             kernel,
+            pinhole_tx: pinholes.clone().map(spawn_pinhole_task),
             pinholes,
             state_dir,
         };
@@ -354,8 +363,8 @@ impl Daemon {
                 self.carry_out().await;
             }
             if self.outbox.next_retry().is_some_and(|t| t <= now) {
-                let sockets = &self.sockets;
-                self.outbox.flush(now, &mut |o| send_on(sockets, o));
+                let (sockets, knocks) = (&self.sockets, &self.knock_sockets);
+                self.outbox.flush(now, &mut |o| send_on(sockets, knocks, o));
             }
             let mut wake = self.sup.poll_timeout().unwrap_or(now + Duration::from_secs(1));
             if let Some(t) = self.outbox.next_retry() {
@@ -377,6 +386,7 @@ impl Daemon {
                 Some(Input::Datagram { bytes, local, from }) => {
                     self.sup.handle_datagram(now, local, from, &bytes);
                 }
+                Some(Input::PortClosed(to)) => self.sup.handle_unreachable(now, to),
                 Some(Input::Control(req, answer)) => {
                     let resp = match req {
                         Request::Status => self.status(now),
@@ -467,7 +477,7 @@ impl Daemon {
         while let Some(action) = self.sup.poll_action() {
             match action {
                 Action::Send { local, remote, datagram } => self.send(local, remote, datagram),
-                Action::Knock { local, remote, knock } => self.knock(local, remote, &knock).await,
+                Action::Knock { local, remote, knock } => self.knock(local, remote, &knock),
                 Action::AddSa(sa) => {
                     let Some(k) = self.kernel.as_mut() else { continue };
                     if let Err(error) = k.add(&sa) {
@@ -490,7 +500,7 @@ impl Daemon {
                         }
                     }
                 }
-                Action::Pinhole(op) => self.pinhole(op),
+                Action::Pinhole(op) => self.pinhole(op).await,
                 Action::Persist(state) => {
                     if let Err(e) = self.state_dir.save(&state) {
                         error!("{e}");
@@ -519,30 +529,40 @@ impl Daemon {
         }
     }
 
-    fn pinhole(&self, op: PinholeOp) {
-        let Some(p) = &self.pinholes else { return };
-        let (result, what, addr) = match op {
-            PinholeOp::Keep(a) => (p.keep(a), "keep the pinhole open", a),
-            PinholeOp::Release(a) => (p.release(a), "release the pinhole", a),
-            PinholeOp::Close(a) => (p.close(a), "close the pinholes", a),
+    /// Hands a pinhole change to the pinhole task (see [`spawn_pinhole_task`]).
+    async fn pinhole(&self, op: PinholeOp) {
+        let Some(tx) = &self.pinhole_tx else { return };
+        let change = match op {
+            PinholeOp::Keep(a) => Change::Keep(a),
+            PinholeOp::Release(a) => Change::Release(a),
+            PinholeOp::Close(a) => Change::Close(a),
         };
-        if let Err(e) = result {
-            warn!(peer = %addr, "cannot {what}: {e}");
-        }
+        let _ = tx.send(change).await;
     }
 
     fn send(&mut self, local: SocketAddr, remote: SocketAddr, datagram: Vec<u8>) {
-        let sockets = &self.sockets;
+        let (sockets, knocks) = (&self.sockets, &self.knock_sockets);
         let item = udp::Outgoing::new(local, remote, datagram);
-        self.outbox.send(Instant::now(), item, &mut |o| send_on(sockets, o));
+        self.outbox.send(Instant::now(), item, &mut |o| send_on(sockets, knocks, o));
     }
 
-    async fn knock(&self, local: IpAddr, remote: SocketAddr, knock: &policy::spa::Knock) {
+    /// Sends a knock through the outbox, behind any IKE datagram the kernel put off
+    /// (and ahead of the request it opens the way for).
+    fn knock(&mut self, local: IpAddr, remote: SocketAddr, knock: &policy::spa::Knock) {
         let Some(keys) = &self.spa_keys else { return };
         let Some((_, sock)) = self.knock_sockets.iter().find(|(a, _)| *a == local) else { return };
-        if let Err(e) = policy::knock::send(sock, keys, knock, remote).await {
-            warn!(peer = %remote.ip(), "SPA knock failed: {e}");
-        }
+        let from = sock.local_addr().ok();
+        let datagram = match policy::knock::prepare(from, keys, knock) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(peer = %remote.ip(), "SPA knock failed: {e}");
+                return;
+            }
+        };
+        let from = from.unwrap_or_else(|| SocketAddr::new(local, 0));
+        let (sockets, knocks) = (&self.sockets, &self.knock_sockets);
+        let item = udp::Outgoing::knock(from, remote, datagram);
+        self.outbox.send(Instant::now(), item, &mut |o| send_on(sockets, knocks, o));
     }
 }
 
@@ -557,8 +577,46 @@ fn kernel_event(e: &xfrm::Event) -> Option<KernelEvent> {
     }
 }
 
-/// One send of `o` on the socket of its local address (or of its family).
-fn send_on(sockets: &[(IpAddr, Arc<UdpSocket>)], o: &udp::Outgoing) -> std::io::Result<usize> {
+/// The task that changes pinholes: each nft run takes every change waiting (up to
+/// 256), in order, so that IKE SAs coming up by the hundred cost a few nft runs, and
+/// the event loop never waits for one.
+fn spawn_pinhole_task(pinholes: Pinholes) -> mpsc::Sender<Change> {
+    let (tx, mut rx) = mpsc::channel::<Change>(4096);
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < 256
+                && let Ok(c) = rx.try_recv()
+            {
+                batch.push(c);
+            }
+            let p = pinholes.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let r = p.change(&batch);
+                (r, batch)
+            })
+            .await;
+            match result {
+                Ok((Ok(()), _)) => {}
+                Ok((Err(e), batch)) => {
+                    let peers: Vec<String> = batch.iter().map(|c| c.addr().to_string()).collect();
+                    warn!(peers = %peers.join(","), "cannot change the pinholes: {e}");
+                }
+                Err(e) => warn!("cannot change the pinholes: the nft task failed: {e}"),
+            }
+        }
+    });
+    tx
+}
+
+/// One send of `o` on the socket of its local address (or of its family): an IKE
+/// socket, or for a knock the knock socket.
+fn send_on(
+    ike: &[(IpAddr, Arc<UdpSocket>)],
+    knock: &[(IpAddr, Arc<UdpSocket>)],
+    o: &udp::Outgoing,
+) -> std::io::Result<usize> {
+    let sockets = if o.knock { knock } else { ike };
     let sock = sockets
         .iter()
         .find(|(a, _)| *a == o.local.ip())
@@ -569,16 +627,31 @@ fn send_on(sockets: &[(IpAddr, Arc<UdpSocket>)], o: &udp::Outgoing) -> std::io::
     }
 }
 
+/// Reads a socket: an IKE socket's datagrams (`ike` is its address) and error
+/// reports, or a knock socket's error reports only (`None`).
 fn spawn_reader(
     sock: Arc<UdpSocket>,
-    local: SocketAddr,
+    ike: Option<SocketAddr>,
     tx: mpsc::Sender<Input>,
     counters: Arc<udp::ReaderCounters>,
 ) {
     tokio::spawn(async move {
-        udp::read_loop(&sock, &counters, |bytes, from| {
+        udp::read_loop(&sock, &counters, |r| {
             let tx = tx.clone();
-            async move { tx.send(Input::Datagram { bytes, local, from }).await.is_ok() }
+            let input = match (r, ike) {
+                (udp::Received::Datagram(bytes, from), Some(local)) => {
+                    Some(Input::Datagram { bytes, local, from })
+                }
+                // Nobody has business sending to a knock socket.
+                (udp::Received::Datagram(..), None) => None,
+                (udp::Received::PortClosed(to), _) => Some(Input::PortClosed(to)),
+            };
+            async move {
+                match input {
+                    Some(i) => tx.send(i).await.is_ok(),
+                    None => true,
+                }
+            }
         })
         .await;
     });

@@ -95,12 +95,21 @@ fn read_error(sock: &UdpSocket) -> io::Result<(Option<SocketAddr>, io::Error)> {
     Ok((to, error))
 }
 
+/// What a socket reader hands the daemon.
+#[derive(Debug)]
+pub enum Received {
+    /// A datagram from a peer.
+    Datagram(Vec<u8>, SocketAddr),
+    /// The network reported this address's port closed for a datagram we sent.
+    PortClosed(SocketAddr),
+}
+
 /// Reads datagrams from `sock` and hands each to `deliver` (which waits while the
-/// daemon is busy), and empties the error queue as reports arrive. Returns when
-/// `deliver` says the daemon is gone.
+/// daemon is busy), and empties the error queue as reports arrive, handing on those
+/// that say a peer's port is closed. Returns when `deliver` says the daemon is gone.
 pub async fn read_loop<F, Fut>(sock: &UdpSocket, counters: &ReaderCounters, mut deliver: F)
 where
-    F: FnMut(Vec<u8>, SocketAddr) -> Fut,
+    F: FnMut(Received) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let mut buf = vec![0u8; 65_536];
@@ -118,8 +127,14 @@ where
                 match sock.try_io(Interest::ERROR, || read_error(sock)) {
                     Ok((to, error)) => {
                         counters.errors_reported.fetch_add(1, Ordering::Relaxed);
-                        let to = to.map_or_else(|| "?".to_owned(), |a| a.to_string());
-                        debug!(%to, "the network reported an error for an IKE datagram: {error}");
+                        let shown = to.map_or_else(|| "?".to_owned(), |a| a.to_string());
+                        debug!(to = %shown, "the network reported an error for an IKE datagram: {error}");
+                        if let Some(to) = to
+                            && error.raw_os_error() == Some(libc::ECONNREFUSED)
+                            && !deliver(Received::PortClosed(to)).await
+                        {
+                            return;
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => {
@@ -133,7 +148,7 @@ where
             loop {
                 match sock.try_recv_from(&mut buf) {
                     Ok((n, from)) => {
-                        if !deliver(buf[..n].to_vec(), from).await {
+                        if !deliver(Received::Datagram(buf[..n].to_vec(), from)).await {
                             return;
                         }
                     }
@@ -153,7 +168,7 @@ where
 
 /// Whether a socket error reports what happened to an earlier datagram (an ICMP error
 /// seen through `IP_RECVERR`), rather than to the call that returned it.
-fn reported(e: &io::Error) -> bool {
+pub fn reported(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(
@@ -182,14 +197,21 @@ pub struct Outgoing {
     pub remote: SocketAddr,
     /// The bytes.
     pub datagram: Vec<u8>,
+    /// An SPA knock, sent from the knock socket of `local`'s address.
+    pub knock: bool,
     /// It waited in the outbox (counted once).
     deferred: bool,
 }
 
 impl Outgoing {
-    /// A datagram from `local` to `remote`.
+    /// An IKE datagram from `local` to `remote`.
     pub fn new(local: SocketAddr, remote: SocketAddr, datagram: Vec<u8>) -> Self {
-        Self { local, remote, datagram, deferred: false }
+        Self { local, remote, datagram, knock: false, deferred: false }
+    }
+
+    /// An SPA knock from `local`'s address to `remote`.
+    pub fn knock(local: SocketAddr, remote: SocketAddr, datagram: Vec<u8>) -> Self {
+        Self { local, remote, datagram, knock: true, deferred: false }
     }
 }
 

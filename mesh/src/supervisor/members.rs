@@ -127,8 +127,10 @@ impl Supervisor {
                 let _ = self.rollout.set_peer_target(&m.name, Some(level));
             }
         }
-        let first = if we_initiate(&self.me.name, &m.name) {
-            // We initiate: soon, spread a little so that a fleet does not start at once.
+        let first = if we_initiate(&self.me.name, &m.name) || self.restarted {
+            // We initiate (or we restarted: the peer still holds an IKE SA with our
+            // last run and waits for nothing): soon, spread a little so that a fleet
+            // does not start at once.
             now + self.spread(500)
         } else {
             now + RESPONDER_GRACE + self.spread(2000)

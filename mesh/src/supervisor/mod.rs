@@ -57,14 +57,14 @@ use auth::{Credentials, LiveMembers};
 use ca::verify::CertVerifier;
 use ike::crypto::Random;
 use ike::endpoint::{Endpoint, Limits, SaHandle, Transmit};
-use peer::{Peer, PeerKey};
+use peer::{IkeState, Peer, PeerKey};
 use policy::Member;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use timers::Timers;
-use tracing::info;
+use tracing::{debug, info};
 use xfrm::{Policy, SaId};
 
 /// How long the member that does not initiate waits for the other before it
@@ -73,6 +73,10 @@ pub const RESPONDER_GRACE: Duration = Duration::from_secs(8);
 /// How often a peer's connect timer looks again while an IKE SA the peer started is
 /// half open here (it is given up after the endpoint's half-open timeout, 30 s).
 pub const HALF_OPEN_RECHECK: Duration = Duration::from_secs(2);
+/// How long the first request after a knock waits for an answer before it goes
+/// again (see [`Supervisor::after_knock`]): a few of the gate's usual knock-to-pinhole
+/// times, far below the retransmission wait.
+pub const KNOCK_RECHECK: Duration = Duration::from_millis(300);
 /// The longest wait between two attempts to reach a peer.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The longest a new child SA's outbound SA waits while an older one carries the
@@ -279,6 +283,10 @@ pub struct Supervisor {
     waiting: VecDeque<PeerKey>,
     queued: std::collections::HashSet<PeerKey>,
     next_key: u32,
+    /// This run follows another (its state was on disk): at start we initiate to every
+    /// peer at once, whichever name is lower, claiming to be the only IKE SA. Cleared
+    /// once the start's peers are added.
+    restarted: bool,
     sources: BTreeMap<String, String>,
     rollout: Rollout,
     /// ESP works: SAs and policies go into the kernel.
@@ -347,6 +355,9 @@ impl Supervisor {
             Limits::default(),
             &mut *rng,
         );
+        // A state saved by an earlier run: the peers may still hold IKE SAs with that
+        // run, and will not initiate to us until they find it gone.
+        let restarted = state.config_level.is_some();
         let rollout = rollout_from(&mut state, cfg.mesh.level);
         let esp = kernel.is_some();
         let (kernel_sas, installed) = match kernel {
@@ -374,6 +385,7 @@ impl Supervisor {
             waiting: VecDeque::new(),
             queued: std::collections::HashSet::new(),
             next_key: 0,
+            restarted,
             sources: BTreeMap::new(),
             rollout,
             esp,
@@ -391,6 +403,8 @@ impl Supervisor {
             state_dirty: true,
         };
         sup.sync_members(now)?;
+        // Only the peers of the start: one added later waits for nothing of ours.
+        sup.restarted = false;
         sup.adopt(now, &kernel_sas);
         sup.finish(now);
         info!(
@@ -439,6 +453,34 @@ impl Supervisor {
         self.finish(now);
     }
 
+    /// The network reported `remote`'s port closed for a datagram we sent there (ICMP
+    /// port unreachable): the peer's daemon is starting or restarting. An IKE SA we are
+    /// starting with it sends its request again soon (knocking again first), rather
+    /// than after the full retransmission wait.
+    pub fn handle_unreachable(&mut self, now: Instant, remote: SocketAddr) {
+        let Some(key) = self.by_addr.get(&remote.ip().to_canonical()).copied() else { return };
+        let Some(p) = self.peers.get_mut(&key) else { return };
+        let Some(h) = p.sa.filter(|_| p.state == IkeState::Connecting) else { return };
+        let rng = &mut *self.rng;
+        if self.ep.with_sa(h, |s| s.unreachable(now, rng)) == Some(true) {
+            p.knocker.reset();
+            debug!(peer = %p.name, "the peer's IKE port is closed: asking again soon");
+        }
+        self.finish(now);
+    }
+
+    /// A request held for a knock went out: if it starts an IKE SA and goes
+    /// unanswered for [`KNOCK_RECHECK`], it goes again then (the pinhole may have
+    /// opened after it arrived: a gate under load takes longer than the knocker's
+    /// settle time), rather than after the full retransmission wait.
+    fn after_knock(&mut self, now: Instant, remote: SocketAddr) {
+        let Some(key) = self.by_addr.get(&remote.ip().to_canonical()).copied() else { return };
+        let Some(p) = self.peers.get(&key) else { return };
+        let Some(h) = p.sa.filter(|_| p.state == IkeState::Connecting) else { return };
+        let rng = &mut *self.rng;
+        let _ = self.ep.with_sa(h, |s| s.hurry(now, KNOCK_RECHECK, rng));
+    }
+
     /// An event from the kernel.
     pub fn handle_kernel(&mut self, now: Instant, event: &KernelEvent) {
         self.on_kernel(now, event);
@@ -464,7 +506,9 @@ impl Supervisor {
                 Timer::PendingOut(k) => self.install_pending(now, k),
                 Timer::Held(id) => {
                     if let Some(t) = self.held.remove(&id) {
+                        let remote = t.remote;
                         self.send_now(t);
+                        self.after_knock(now, remote);
                     }
                 }
                 Timer::Linger(id) => {

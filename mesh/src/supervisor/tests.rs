@@ -248,3 +248,29 @@ fn duplicate_rule_table() {
     assert_eq!(duplicate_rule(c(false, false), c(false, true), old), (true, false));
     assert_eq!(duplicate_rule(c(false, false), c(false, false), old), (true, false));
 }
+
+#[test]
+fn a_node_initiates_at_most_its_window_at_once_and_reaches_every_peer() {
+    let mut fleet = Fleet::new(12, "use");
+    fleet.cfgs[0].ike.max_initiating = 1;
+    let t0 = Instant::now();
+    let sups =
+        (0..12).map(|i| fleet.start(i, t0, State::default(), KernelView::default())).collect();
+    let mut net = Net::new(sups, t0);
+    let (mut most, mut waited) = (0, 0);
+    for _ in 0..400 {
+        net.run(Duration::from_millis(5));
+        let c = net.sups[0].counters();
+        most = most.max(c.initiating);
+        waited = waited.max(c.waiting);
+    }
+    // node0 sorts first: it initiates to all eleven (spread over half a second, 40 ms
+    // each here), one at a time.
+    assert_eq!(most, 1, "the window was used and never passed");
+    assert!(waited >= 2, "peers waited their turn: {waited}");
+    for j in 1..12 {
+        assert_eq!(net.counts(0, j).ike_established, 1, "node{j}");
+    }
+    let c = net.sups[0].counters();
+    assert_eq!((c.initiating, c.waiting), (0, 0));
+}

@@ -142,10 +142,31 @@ pub struct Stats {
 /// One simulated event.
 #[derive(Debug)]
 enum Ev {
-    Deliver { to: usize, local: SocketAddr, from: SocketAddr, bytes: Vec<u8> },
-    Knock { to: usize, from: IpAddr },
-    Wake { node: usize },
-    Lifetime { node: usize, sa: SaId, added: Instant, hard: bool },
+    Deliver {
+        to: usize,
+        local: SocketAddr,
+        from: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    Knock {
+        to: usize,
+        from: IpAddr,
+    },
+    Wake {
+        node: usize,
+    },
+    Lifetime {
+        node: usize,
+        sa: SaId,
+        added: Instant,
+        hard: bool,
+    },
+    /// The network tells node `to` that `closed`'s port is closed (ICMP port
+    /// unreachable for a datagram it sent while that node's daemon was down).
+    PortClosed {
+        to: usize,
+        closed: SocketAddr,
+    },
     Traffic,
 }
 
@@ -513,6 +534,13 @@ impl Sim {
                 }
             }
             Ev::Lifetime { node, sa, added, hard } => self.lifetime(node, sa, added, hard),
+            Ev::PortClosed { to, closed } => {
+                let _span = self.span(to);
+                if let Some(sup) = self.nodes[to].sup.as_mut() {
+                    sup.handle_unreachable(t, closed);
+                    self.carry_out(to);
+                }
+            }
             Ev::Traffic => {
                 self.traffic();
                 if let Some(every) = self.opts.traffic {
@@ -538,10 +566,6 @@ impl Sim {
         let _span = self.span(to);
         let now = self.now;
         let node = &mut self.nodes[to];
-        let Some(sup) = node.sup.as_mut() else {
-            self.stats.datagrams_lost += 1;
-            return;
-        };
         if self.opts.spa {
             let open = node.pinholes.get(&from.ip()).is_some_and(|t| t.is_none_or(|t| t > now))
                 || node.sent_to.get(&from.ip()).is_some_and(|t| *t + CONNTRACK > now);
@@ -550,6 +574,17 @@ impl Sim {
                 return;
             }
         }
+        let Some(sup) = node.sup.as_mut() else {
+            // Through the gate (or no gate) to a port nobody listens on: the kernel
+            // answers port unreachable, which can be lost like any datagram.
+            self.stats.datagrams_lost += 1;
+            if let Some(&sender) = self.by_addr.get(&from.ip()) {
+                for d in self.delays(to, sender, 64) {
+                    self.push(now + d, Ev::PortClosed { to: sender, closed: local });
+                }
+            }
+            return;
+        };
         sup.handle_datagram(now, local, from, bytes);
         self.carry_out(to);
     }
