@@ -206,6 +206,38 @@ fn run(n: usize, max: Duration) -> bool {
     true
 }
 
+/// The kernel's neighbour (ARP and NDP) tables are shared by every namespace: N nodes
+/// on one bridge need about N² entries, past the default limit of 1,024 from 33
+/// nodes on, and a full table refuses sends (ENOBUFS, which meshd counts and logs).
+/// Raised for the run, put back after. One kernel per node, as in a real fleet, has
+/// no such limit to meet.
+struct NeighbourTables(Vec<(String, String)>);
+
+impl NeighbourTables {
+    fn raise(n: usize) -> Self {
+        let mut old = Vec::new();
+        for family in ["ipv4", "ipv6"] {
+            for (knob, factor) in [("gc_thresh1", 1), ("gc_thresh2", 2), ("gc_thresh3", 4)] {
+                let path = format!("/proc/sys/net/{family}/neigh/default/{knob}");
+                let Ok(was) = std::fs::read_to_string(&path) else { continue };
+                let want = (n * n * factor).max(was.trim().parse().unwrap_or(0));
+                if std::fs::write(&path, want.to_string()).is_ok() {
+                    old.push((path, was.trim().to_owned()));
+                }
+            }
+        }
+        Self(old)
+    }
+}
+
+impl Drop for NeighbourTables {
+    fn drop(&mut self) {
+        for (path, was) in &self.0 {
+            let _ = std::fs::write(path, was);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let max = args
@@ -225,6 +257,12 @@ fn main() -> ExitCode {
             .collect();
         if given.is_empty() { vec![10, 30, 100, 200] } else { given }
     };
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    let _tables = NeighbourTables::raise(largest);
+    println!(
+        "neighbour tables raised for the run to {} entries (net.ipv4/ipv6.neigh.default.gc_thresh3)",
+        largest * largest * 4
+    );
     let mut ok = true;
     for n in sizes {
         ok &= run(n, max);

@@ -622,8 +622,8 @@ fn send_on(
         .find(|(a, _)| *a == o.local.ip())
         .or_else(|| sockets.iter().find(|(a, _)| a.is_ipv4() == o.remote.is_ipv4()));
     match sock {
-        Some((_, s)) => s.try_send_to(&o.datagram, o.remote),
-        None => Err(std::io::Error::other(format!("no IKE socket for {}", o.local))),
+        Some((_, s)) => udp::send_now(s, &o.datagram, o.remote),
+        None => Err(std::io::Error::other(format!("no socket for {}", o.local))),
     }
 }
 

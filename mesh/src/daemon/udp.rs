@@ -36,6 +36,9 @@ pub const OUTBOX_LIMIT: usize = 4096;
 /// keeps putting sends off, up to [`MAX_RETRY_WAIT`].
 const FIRST_RETRY_WAIT: Duration = Duration::from_millis(1);
 const MAX_RETRY_WAIT: Duration = Duration::from_millis(64);
+/// A datagram the kernel keeps putting off this long is dropped (counted, logged) so
+/// that it does not hold up the ones behind it.
+pub const GIVE_UP: Duration = Duration::from_secs(2);
 
 /// Binds an IKE socket on `addr`: non-blocking, [`SOCKET_BUFFER`] each way (forced
 /// past the system's maximum where we may, else as much as it allows), `IP_RECVERR`
@@ -56,6 +59,16 @@ pub fn bind(addr: SocketAddr) -> Result<UdpSocket, String> {
     };
     recverr.map_err(|e| format!("{addr}: cannot turn on IP_RECVERR: {e}"))?;
     UdpSocket::from_std(sock).map_err(|e| format!("{addr}: {e}"))
+}
+
+/// One `sendto` on `sock`, never blocking. Straight to the kernel: tokio's
+/// `try_send_to` answers `WouldBlock` without a system call until its reactor has seen
+/// the socket writable, which it reports only on a change; the outbox retries on its
+/// own clock and needs the kernel's answer every time.
+pub fn send_now(sock: &UdpSocket, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
+    let addr = SockaddrStorage::from(to);
+    socket::sendto(sock.as_raw_fd(), datagram, &addr, MsgFlags::MSG_DONTWAIT)
+        .map_err(io::Error::from)
 }
 
 /// Counters the socket readers keep (they run on their own tasks).
@@ -201,17 +214,19 @@ pub struct Outgoing {
     pub knock: bool,
     /// It waited in the outbox (counted once).
     deferred: bool,
+    /// When the kernel first put it off.
+    put_off_at: Option<Instant>,
 }
 
 impl Outgoing {
     /// An IKE datagram from `local` to `remote`.
     pub fn new(local: SocketAddr, remote: SocketAddr, datagram: Vec<u8>) -> Self {
-        Self { local, remote, datagram, knock: false, deferred: false }
+        Self { local, remote, datagram, knock: false, deferred: false, put_off_at: None }
     }
 
     /// An SPA knock from `local`'s address to `remote`.
     pub fn knock(local: SocketAddr, remote: SocketAddr, datagram: Vec<u8>) -> Self {
-        Self { local, remote, datagram, knock: true, deferred: false }
+        Self { local, remote, datagram, knock: true, deferred: false, put_off_at: None }
     }
 }
 
@@ -316,7 +331,7 @@ impl Outbox {
     fn attempt(
         &mut self,
         now: Instant,
-        item: Outgoing,
+        mut item: Outgoing,
         send: &mut dyn FnMut(&Outgoing) -> io::Result<usize>,
     ) -> Option<Outgoing> {
         // A pending error report of an earlier datagram fails this send once (the
@@ -328,7 +343,23 @@ impl Outbox {
                     return None;
                 }
                 Err(e) if reported(&e) => self.counters.errors_reported += 1,
-                Err(e) if put_off(&e) => return Some(item),
+                Err(e) if put_off(&e) => {
+                    let since = *item.put_off_at.get_or_insert(now);
+                    if now.saturating_duration_since(since) < GIVE_UP {
+                        debug!(to = %item.remote, knock = item.knock, "the kernel put a send off: {e}");
+                        return Some(item);
+                    }
+                    // Refused for a while: something lasting (a full neighbour table
+                    // gives ENOBUFS for every new destination), not a burst. The
+                    // datagram goes, so that the ones behind it, to other peers, can.
+                    let why = format!(
+                        "the kernel refused it for {} s ({e}; a full neighbour table does \
+                         that: see net.ipv4.neigh.default.gc_thresh3)",
+                        GIVE_UP.as_secs()
+                    );
+                    self.lost(now, &item, &why);
+                    return None;
+                }
                 Err(e) => {
                     self.lost(now, &item, &e.to_string());
                     return None;
@@ -460,5 +491,33 @@ mod tests {
         });
         let c = out.counters();
         assert_eq!((calls, c.sent, c.errors_reported, c.failed), (2, 1, 1, 0));
+    }
+
+    #[test]
+    fn a_datagram_refused_for_long_is_dropped_and_the_rest_go() {
+        use std::cell::RefCell;
+        let now = Instant::now();
+        let mut out = Outbox::new(16);
+        let wire = RefCell::new(Vec::new());
+        // Datagram 0 is always refused (its destination cannot be resolved); 1 and 2
+        // go when tried.
+        let mut send = |o: &Outgoing| {
+            if o.datagram[0] == 0 {
+                return os(libc::ENOBUFS);
+            }
+            wire.borrow_mut().push(o.datagram[0]);
+            Ok(1)
+        };
+        for n in 0..3 {
+            out.send(now, item(n), &mut send);
+        }
+        let mut t = now;
+        while !out.is_empty() && t < now + GIVE_UP * 2 {
+            t = out.next_retry().unwrap();
+            out.flush(t, &mut send);
+        }
+        assert!(out.is_empty() && t >= now + GIVE_UP, "{:?}", t - now);
+        assert_eq!(*wire.borrow(), [1, 2]);
+        assert_eq!((out.counters().failed, out.counters().sent), (1, 2));
     }
 }
