@@ -211,11 +211,17 @@ fn run(n: usize, max: Duration) -> bool {
 /// nodes on, and a full table refuses sends (ENOBUFS, which meshd counts and logs).
 /// Raised for the run, put back after. One kernel per node, as in a real fleet, has
 /// no such limit to meet.
-struct NeighbourTables(Vec<(String, String)>);
+struct NeighbourTables {
+    /// What each knob was, to put back.
+    old: Vec<(String, String)>,
+    /// IPv4's `gc_thresh3` for the run.
+    limit: usize,
+}
 
 impl NeighbourTables {
     fn raise(n: usize) -> Self {
         let mut old = Vec::new();
+        let mut limit = 0;
         for family in ["ipv4", "ipv6"] {
             for (knob, factor) in [("gc_thresh1", 1), ("gc_thresh2", 2), ("gc_thresh3", 4)] {
                 let path = format!("/proc/sys/net/{family}/neigh/default/{knob}");
@@ -223,16 +229,19 @@ impl NeighbourTables {
                 let want = (n * n * factor).max(was.trim().parse().unwrap_or(0));
                 if std::fs::write(&path, want.to_string()).is_ok() {
                     old.push((path, was.trim().to_owned()));
+                    if family == "ipv4" && knob == "gc_thresh3" {
+                        limit = want;
+                    }
                 }
             }
         }
-        Self(old)
+        Self { old, limit }
     }
 }
 
 impl Drop for NeighbourTables {
     fn drop(&mut self) {
-        for (path, was) in &self.0 {
+        for (path, was) in &self.old {
             let _ = std::fs::write(path, was);
         }
     }
@@ -258,10 +267,11 @@ fn main() -> ExitCode {
         if given.is_empty() { vec![10, 30, 100, 200] } else { given }
     };
     let largest = sizes.iter().copied().max().unwrap_or(0);
-    let _tables = NeighbourTables::raise(largest);
+    let tables = NeighbourTables::raise(largest);
     println!(
-        "neighbour tables raised for the run to {} entries (net.ipv4/ipv6.neigh.default.gc_thresh3)",
-        largest * largest * 4
+        "neighbour tables: {} entries for the run (net.ipv4.neigh.default.gc_thresh3, \
+         at least 4 x N^2; put back after)",
+        tables.limit
     );
     let mut ok = true;
     for n in sizes {
