@@ -476,7 +476,9 @@ impl Daemon {
     async fn carry_out(&mut self) {
         while let Some(action) = self.sup.poll_action() {
             match action {
-                Action::Send { local, remote, datagram } => self.send(local, remote, datagram),
+                Action::Send { local, remote, datagram } => {
+                    self.send(udp::Outgoing::new(local, remote, datagram));
+                }
                 Action::Knock { local, remote, knock } => self.knock(local, remote, &knock),
                 Action::AddSa(sa) => {
                     let Some(k) = self.kernel.as_mut() else { continue };
@@ -540,9 +542,9 @@ impl Daemon {
         let _ = tx.send(change).await;
     }
 
-    fn send(&mut self, local: SocketAddr, remote: SocketAddr, datagram: Vec<u8>) {
+    /// Sends through the outbox (behind anything the kernel put off).
+    fn send(&mut self, item: udp::Outgoing) {
         let (sockets, knocks) = (&self.sockets, &self.knock_sockets);
-        let item = udp::Outgoing::new(local, remote, datagram);
         self.outbox.send(Instant::now(), item, &mut |o| send_on(sockets, knocks, o));
     }
 
@@ -560,9 +562,7 @@ impl Daemon {
             }
         };
         let from = from.unwrap_or_else(|| SocketAddr::new(local, 0));
-        let (sockets, knocks) = (&self.sockets, &self.knock_sockets);
-        let item = udp::Outgoing::knock(from, remote, datagram);
-        self.outbox.send(Instant::now(), item, &mut |o| send_on(sockets, knocks, o));
+        self.send(udp::Outgoing::knock(from, remote, datagram));
     }
 }
 

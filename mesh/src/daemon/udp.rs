@@ -382,11 +382,9 @@ impl Outbox {
         self.queue.push_back(item);
     }
 
+    /// Sets the next retry, unless one is still ahead.
     fn arm(&mut self, now: Instant) {
-        self.retry_at.get_or_insert(now + self.wait);
-        if let Some(t) = self.retry_at
-            && t <= now
-        {
+        if self.retry_at.is_none_or(|t| t <= now) {
             self.retry_at = Some(now + self.wait);
         }
     }

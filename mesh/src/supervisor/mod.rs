@@ -458,11 +458,9 @@ impl Supervisor {
     /// starting with it sends its request again soon (knocking again first), rather
     /// than after the full retransmission wait.
     pub fn handle_unreachable(&mut self, now: Instant, remote: SocketAddr) {
-        let Some(key) = self.by_addr.get(&remote.ip().to_canonical()).copied() else { return };
-        let Some(p) = self.peers.get_mut(&key) else { return };
-        let Some(h) = p.sa.filter(|_| p.state == IkeState::Connecting) else { return };
-        let rng = &mut *self.rng;
-        if self.ep.with_sa(h, |s| s.unreachable(now, rng)) == Some(true) {
+        if let Some(key) = self.hurry_connecting(now, remote, ike::sa::QUICK_RETRY)
+            && let Some(p) = self.peers.get_mut(&key)
+        {
             p.knocker.reset();
             debug!(peer = %p.name, "the peer's IKE port is closed: asking again soon");
         }
@@ -474,11 +472,22 @@ impl Supervisor {
     /// opened after it arrived: a gate under load takes longer than the knocker's
     /// settle time), rather than after the full retransmission wait.
     fn after_knock(&mut self, now: Instant, remote: SocketAddr) {
-        let Some(key) = self.by_addr.get(&remote.ip().to_canonical()).copied() else { return };
-        let Some(p) = self.peers.get(&key) else { return };
-        let Some(h) = p.sa.filter(|_| p.state == IkeState::Connecting) else { return };
+        let _ = self.hurry_connecting(now, remote, KNOCK_RECHECK);
+    }
+
+    /// Has the IKE SA we are starting with the peer at `remote` send its request again
+    /// within `within` ([`ike::sa::IkeSa::hurry`]); the peer, when it will.
+    fn hurry_connecting(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        within: Duration,
+    ) -> Option<PeerKey> {
+        let key = self.by_addr.get(&remote.ip().to_canonical()).copied()?;
+        let p = self.peers.get(&key)?;
+        let h = p.sa.filter(|_| p.state == IkeState::Connecting)?;
         let rng = &mut *self.rng;
-        let _ = self.ep.with_sa(h, |s| s.hurry(now, KNOCK_RECHECK, rng));
+        (self.ep.with_sa(h, |s| s.hurry(now, within, rng)) == Some(true)).then_some(key)
     }
 
     /// An event from the kernel.
