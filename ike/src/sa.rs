@@ -118,6 +118,11 @@ struct Retired {
     role: Role,
     own_next: u32,
     peer_next: u32,
+    /// Dropped without a word after this if the peer, whose delete it is, has not sent
+    /// it: a peer whose answer to its colliding rekey was lost takes our delete of the
+    /// old SA as the end of the collision, and never learns of the SA it should delete
+    /// ([`RETIRED_KEPT`]).
+    until: Instant,
 }
 
 /// An IKE SA made by a rekey, before it takes over.
@@ -191,8 +196,14 @@ struct Established {
     retired: Vec<Retired>,
     child_collision: Option<ChildCollision>,
     ike_collision: Option<NewIke>,
-    /// The queue waits until then: the peer answered `TEMPORARY_FAILURE` (section 2.25).
+    /// The queue waits until then: the peer answered `TEMPORARY_FAILURE` (section 2.25),
+    /// or it may not have switched to the SA we switched to (`peer_behind`).
     hold: Option<Instant>,
+    /// We switched to an IKE SA made by the peer's rekey, and our answer that completes
+    /// it for the peer may have been lost: until the peer shows it switched too (a
+    /// message on the new SA, or its delete of the old one), a request of ours on the
+    /// new SA would be dropped as unknown and lose its tries, so the queue is held.
+    peer_behind: bool,
     /// `TEMPORARY_FAILURE`s in a row.
     busy: u8,
 }
@@ -213,6 +224,7 @@ impl Established {
             child_collision: None,
             ike_collision: None,
             hold: None,
+            peer_behind: false,
             busy: 0,
         })
     }
@@ -226,10 +238,30 @@ impl Established {
             c.closing = true;
         }
     }
+
+    fn keep_retired(&mut self, r: Retired) {
+        self.retired.push(r);
+        if self.retired.len() > MAX_RETIRED {
+            self.retired.remove(0);
+        }
+    }
+
+    /// Drops the retired SAs kept past their time, but never the one our outstanding
+    /// delete is about (that one ends with its answer or its last retransmission).
+    fn drop_stale_retired(&mut self, now: Instant) {
+        let asked = match self.asked {
+            Some(Asked::DeleteRetired(spis)) => Some(spis),
+            _ => None,
+        };
+        self.retired.retain(|r| now < r.until || Some(r.spis) == asked);
+    }
 }
 
 /// Retired IKE SAs kept at most (a rekey collision makes two).
 const MAX_RETIRED: usize = 3;
+/// How long a retired IKE SA is kept for the peer's delete, in retransmission
+/// schedules: twice the time the peer takes to give its delete up.
+const RETIRED_KEPT: u32 = 2;
 
 /// Times we ask again after `INVALID_KE_PAYLOAD` or `TEMPORARY_FAILURE`.
 const MAX_TRIES: u8 = 3;
@@ -327,6 +359,11 @@ fn draw_share(rng: &mut dyn Random) -> u16 {
     let mut b = [0u8; 2];
     rng.fill(&mut b);
     u16::from_be_bytes(b) % 1001
+}
+
+/// Until when an IKE SA retired now is kept for the peer's delete.
+fn retired_until(now: Instant, r: &Retransmit) -> Instant {
+    now + total_wait(r) * RETIRED_KEPT
 }
 
 fn total_wait(r: &Retransmit) -> Duration {
@@ -451,17 +488,23 @@ impl IkeSa {
     /// When [`IkeSa::handle_timeout`] wants to be called next, if at all.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let held = match &self.state {
-            State::Established(e) if !e.queue.is_empty() => e.hold,
-            _ => None,
+        let (held, retired) = match &self.state {
+            State::Established(e) => {
+                (e.hold.filter(|_| !e.queue.is_empty()), e.retired.iter().map(|r| r.until).min())
+            }
+            _ => (None, None),
         };
-        self.pending.as_ref().map(|p| p.deadline).or(held)
+        let next = self.pending.as_ref().map(|p| p.deadline).or(held);
+        next.into_iter().chain(retired).min()
     }
 
     /// Lets time pass: sends requests held back for a while, retransmits an
     /// unanswered one, or gives the SA up after the last try. (A rekey's delete of the
     /// old IKE SA that goes unanswered only ends that old SA.)
     pub fn handle_timeout(&mut self, now: Instant, rng: &mut dyn Random) {
+        if let State::Established(e) = &mut self.state {
+            e.drop_stale_retired(now);
+        }
         let Some(p) = self.pending.as_mut() else {
             // Requests held back after TEMPORARY_FAILURE may go now.
             let state = std::mem::replace(&mut self.state, State::Dead);

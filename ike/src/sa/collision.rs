@@ -6,7 +6,7 @@
 //! The peer's colliding exchange is noted when we answer it (a [`ChildCollision`], or
 //! the [`NewIke`] it made); the collision is settled here when the answer to ours comes.
 
-use super::{Established, IkeSa, Intent, MAX_RETIRED, NewIke, Retired};
+use super::{Established, IkeSa, Instant, Intent, NewIke, Retired, retired_until};
 
 /// The peer's rekey of a child SA that we are rekeying too (section 2.8.1).
 pub(super) struct ChildCollision {
@@ -48,18 +48,16 @@ pub(super) fn settle_child_rekey(
     }
 }
 
-/// Keeps an IKE SA that lost a rekey collision until its delete.
-pub(super) fn retire(e: &mut Established, sa: NewIke) {
-    e.retired.push(Retired {
+/// Keeps an IKE SA that lost a rekey collision until its delete, or until `until`.
+pub(super) fn retire(e: &mut Established, sa: NewIke, until: Instant) {
+    e.keep_retired(Retired {
         keys: sa.keys,
         spis: sa.spis,
         role: sa.role,
         own_next: 0,
         peer_next: 0,
+        until,
     });
-    if e.retired.len() > MAX_RETIRED {
-        e.retired.remove(0);
-    }
 }
 
 impl IkeSa {
@@ -68,30 +66,33 @@ impl IkeSa {
     /// delete that is ours to send.
     pub(super) fn settle_ike_rekey(
         &mut self,
+        now: Instant,
         e: &mut Established,
         ours: NewIke,
         collision: Option<NewIke>,
     ) {
+        let until = retired_until(now, &self.cfg.retransmit);
         match collision {
             // Ours is redundant: the peer's SA takes over and the peer deletes the old
             // one; we delete ours.
             Some(theirs) if lowest(&ours.nonces) < lowest(&theirs.nonces) => {
                 let redundant = ours.spis;
-                retire(e, ours);
-                self.switch_to(e, theirs);
+                retire(e, ours, until);
+                self.switch_to(now, e, theirs);
+                self.wait_for_peer(now, e);
                 e.queue.push_front(Intent::DeleteRetired(redundant));
             }
             // Theirs is redundant (the peer deletes it): ours takes over and we delete the
             // old one.
             Some(theirs) => {
                 let old = (self.spi_i, self.spi_r);
-                retire(e, theirs);
-                self.switch_to(e, ours);
+                retire(e, theirs, until);
+                self.switch_to(now, e, ours);
                 e.queue.push_front(Intent::DeleteRetired(old));
             }
             None => {
                 let old = (self.spi_i, self.spi_r);
-                self.switch_to(e, ours);
+                self.switch_to(now, e, ours);
                 e.queue.push_front(Intent::DeleteRetired(old));
             }
         }

@@ -4,10 +4,10 @@
 
 use super::{
     Asked, Child, ChildCollision, ChildOffer, Error, Established, Event, ExchangeType, Failure,
-    Group, IkeOffer, IkeSa, Inbound, Instant, Intent, Keys, MAX_RETIRED, MAX_TRIES, NONCE_LEN,
-    NewIke, NotifyType, OpenError, Payload, Random, Request, Retired, Role, State, Then, collision,
+    Group, IkeOffer, IkeSa, Inbound, Instant, Intent, Keys, MAX_TRIES, NONCE_LEN, NewIke,
+    NotifyType, OpenError, Payload, Random, Request, Retired, Role, State, Then, collision,
     create_child_sa, header_for, informational, open_parsed, random_esp_spi, random_spi,
-    rekeyed_ike_keys, retry_wait, seal,
+    rekeyed_ike_keys, retired_until, retry_wait, seal, total_wait,
 };
 
 impl IkeSa {
@@ -79,6 +79,24 @@ impl IkeSa {
         let bytes = seal(&e.keys.sk(self.role == Role::Initiator), &header, payloads, rng);
         e.asked = Some(asked);
         self.send_request(now, bytes);
+    }
+
+    /// We switched to an SA the peer's rekey made, and the peer may not have our answer
+    /// yet: hold our requests until it shows it switched, or would have given up.
+    pub(super) fn wait_for_peer(&self, now: Instant, e: &mut Established) {
+        e.peer_behind = true;
+        e.hold = Some(now + total_wait(&self.cfg.retransmit));
+    }
+
+    /// The peer showed it uses the current SA: our held requests may go. Whether they
+    /// were held for that.
+    pub(super) fn peer_caught_up(e: &mut Established) -> bool {
+        if !e.peer_behind {
+            return false;
+        }
+        e.peer_behind = false;
+        e.hold = None;
+        true
     }
 
     /// The peer is busy with an exchange that collides with ours: ask again after a
@@ -172,6 +190,7 @@ impl IkeSa {
         if h.flags.initiator != from_initiator {
             return State::Established(e);
         }
+        let caught_up = Self::peer_caught_up(&mut e);
         if h.flags.response {
             // Only the answer to our outstanding request counts.
             let answers = self.pending.is_some()
@@ -190,7 +209,11 @@ impl IkeSa {
         {
             // A retransmission we answered is handled by the cache before this point;
             // anything else out of order, or another exchange, is dropped.
-            return State::Established(e);
+            return if caught_up {
+                self.pumped(now, rng, State::Established(e))
+            } else {
+                State::Established(e)
+            };
         }
         e.peer_next = e.peer_next.wrapping_add(1);
         let (answer, then) = if h.exchange_type == ExchangeType::Informational {
@@ -203,15 +226,31 @@ impl IkeSa {
         let bytes = seal(&sk, &self.header(h.exchange_type, h.message_id, true), &answer, rng);
         self.send_response(datagram, bytes);
         match then {
+            Some(Then::Close) if e.ike_collision.is_some() => {
+                // Both sides rekeyed this IKE SA (section 2.8.2) and the peer, whose SA
+                // won, deleted this one before the answer to our rekey came: that answer
+                // was lost or is late, and this SA is gone at the peer, so our rekey is
+                // abandoned. The peer's SA takes over; the peer drops the one our
+                // exchange made in time (`Retired::until`).
+                self.pending = None;
+                e.asked = None;
+                if let Some(theirs) = e.ike_collision.take() {
+                    self.switch_to(now, &mut e, theirs);
+                    e.retired.pop();
+                }
+                self.pumped(now, rng, State::Established(e))
+            }
             Some(Then::Close) => {
                 self.pending = None;
                 self.events.push_back(Event::Closed { error: Error::DeletedByPeer });
                 State::Dead
             }
             Some(Then::Switch(new)) => {
-                self.switch_to(&mut e, *new);
-                self.pumped(now, rng, State::Established(e))
+                self.switch_to(now, &mut e, *new);
+                self.wait_for_peer(now, &mut e);
+                State::Established(e)
             }
+            None if caught_up => self.pumped(now, rng, State::Established(e)),
             None => State::Established(e),
         }
     }
@@ -271,6 +310,10 @@ impl IkeSa {
         self.send_response(datagram, bytes);
         if closed {
             est.retired.remove(idx);
+            // The peer deletes an old SA only once it uses the new one.
+            if Self::peer_caught_up(est) && !ours {
+                self.pump(now, rng, est);
+            }
             if ours {
                 // Both sides deleted it at once: ours needs no answer any more.
                 self.pending = None;
@@ -530,12 +573,13 @@ impl IkeSa {
                     ),
                 };
                 let ours = NewIke { keys, spis, role: Role::Initiator, nonces: (offer.ni, ans.nr) };
-                self.settle_ike_rekey(e, ours, collision);
+                self.settle_ike_rekey(now, e, ours, collision);
             }
             // Refused because the peer rekeyed at the same time: its SA takes over.
             Err(Failure::Temporary) if collision.is_some() => {
                 if let Some(theirs) = collision {
-                    self.switch_to(e, theirs);
+                    self.switch_to(now, e, theirs);
+                    self.wait_for_peer(now, e);
                 }
             }
             Err(Failure::RetryWithGroup(g)) if tries < MAX_TRIES => {
@@ -557,19 +601,17 @@ impl IkeSa {
     }
 
     /// Makes a new IKE SA the current one; the current one is retired until deleted.
-    pub(super) fn switch_to(&mut self, e: &mut Established, new: NewIke) {
+    pub(super) fn switch_to(&mut self, now: Instant, e: &mut Established, new: NewIke) {
         let algorithms = new.keys.algorithms;
-        let old = Retired {
-            keys: std::mem::replace(&mut e.keys, new.keys),
+        let keys = std::mem::replace(&mut e.keys, new.keys);
+        e.keep_retired(Retired {
+            keys,
             spis: (self.spi_i, self.spi_r),
             role: self.role,
             own_next: e.own_next,
             peer_next: e.peer_next,
-        };
-        e.retired.push(old);
-        if e.retired.len() > MAX_RETIRED {
-            e.retired.remove(0);
-        }
+            until: retired_until(now, &self.cfg.retransmit),
+        });
         (self.spi_i, self.spi_r) = new.spis;
         self.role = new.role;
         // Section 2.18: the new IKE SA's message IDs start at zero.
