@@ -32,7 +32,7 @@
 use crate::control::proto::{RolloutPeer, RolloutReport};
 use policy::Level;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// The IKE Notify message type (private use range, RFC 7296 section 3.10.1) that carries
@@ -123,6 +123,26 @@ pub struct Rollout {
     target: Level,
     /// Every peer, by name.
     peers: BTreeMap<String, PeerState>,
+    /// What changed since the last [`Rollout::step`]: the peers to look at again, or
+    /// all of them (the target changed). A step looks only at these, so that an event
+    /// of one peer costs the same with ten peers or ten thousand.
+    touched: Touched,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Touched {
+    All,
+    Peers(BTreeSet<String>),
+}
+
+impl Rollout {
+    fn touch(&mut self, peer: &str) {
+        if let Touched::Peers(set) = &mut self.touched
+            && !set.contains(peer)
+        {
+            set.insert(peer.to_owned());
+        }
+    }
 }
 
 /// A peer's current level moved; the daemon installs `to`.
@@ -165,7 +185,7 @@ pub struct PeerSnapshot {
 impl Rollout {
     /// A rollout with no peers and the given mesh-wide target.
     pub fn new(target: Level) -> Self {
-        Rollout { target, peers: BTreeMap::new() }
+        Rollout { target, peers: BTreeMap::new(), touched: Touched::All }
     }
 
     /// The mesh-wide target.
@@ -176,6 +196,7 @@ impl Rollout {
     /// Sets the mesh-wide target; [`Rollout::step`] then moves the peers.
     pub fn set_target(&mut self, level: Level) {
         self.target = level;
+        self.touched = Touched::All;
     }
 
     /// Sets a peer's override of the mesh target, or clears it with `None`;
@@ -183,6 +204,7 @@ impl Rollout {
     pub fn set_peer_target(&mut self, peer: &str, level: Option<Level>) -> Result<(), String> {
         let state = self.peers.get_mut(peer).ok_or_else(|| format!("no peer named {peer}"))?;
         state.target = level;
+        self.touch(peer);
         Ok(())
     }
 
@@ -192,6 +214,7 @@ impl Rollout {
         if !self.peers.contains_key(peer) {
             let current = self.target.min(Level::Use);
             self.peers.insert(peer.to_owned(), PeerState::new(current, None));
+            self.touch(peer);
         }
     }
 
@@ -205,6 +228,7 @@ impl Rollout {
                 .iter()
                 .map(|(name, peer)| (name.clone(), PeerState::new(peer.current, peer.target)))
                 .collect(),
+            touched: Touched::All,
         }
     }
 
@@ -217,6 +241,7 @@ impl Rollout {
     pub fn set_child_up(&mut self, peer: &str, up: bool) {
         if let Some(state) = self.peers.get_mut(peer) {
             state.child_up = up;
+            self.touch(peer);
         }
     }
 
@@ -225,6 +250,7 @@ impl Rollout {
     pub fn announced(&mut self, peer: &str, level: Level) {
         if let Some(state) = self.peers.get_mut(peer) {
             state.announced = Some(level);
+            self.touch(peer);
         }
     }
 
@@ -233,6 +259,7 @@ impl Rollout {
     pub fn forget_announcement(&mut self, peer: &str) {
         if let Some(state) = self.peers.get_mut(peer) {
             state.announced = None;
+            self.touch(peer);
         }
     }
 
@@ -252,11 +279,21 @@ impl Rollout {
     pub fn step(&mut self) -> Vec<Change> {
         let mesh_target = self.target;
         let mut changes = Vec::new();
-        for (name, state) in &mut self.peers {
+        let mut step = |name: &String, state: &mut PeerState| {
             let to = state.allowed(state.target.unwrap_or(mesh_target));
             if to != state.current {
                 changes.push(Change { peer: name.clone(), from: state.current, to });
                 state.current = to;
+            }
+        };
+        match std::mem::replace(&mut self.touched, Touched::Peers(BTreeSet::new())) {
+            Touched::All => self.peers.iter_mut().for_each(|(name, state)| step(name, state)),
+            Touched::Peers(names) => {
+                for name in names {
+                    if let Some(state) = self.peers.get_mut(&name) {
+                        step(&name, state);
+                    }
+                }
             }
         }
         changes

@@ -77,6 +77,11 @@ pub const HALF_OPEN_RECHECK: Duration = Duration::from_secs(2);
 /// again (see [`Supervisor::after_knock`]): a few of the gate's usual knock-to-pinhole
 /// times, far below the retransmission wait.
 pub const KNOCK_RECHECK: Duration = Duration::from_millis(300);
+/// The state is saved at most this often: a save holds every peer, so saving after
+/// each of a thousand IKE SAs coming up would cost the daemon more than making them.
+/// A change is saved at once when the last save is older; else at the end of the
+/// interval, with whatever else changed in it.
+pub const SAVE_EVERY: Duration = Duration::from_millis(250);
 /// The longest wait between two attempts to reach a peer.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The longest a new child SA's outbound SA waits while an older one carries the
@@ -238,6 +243,8 @@ enum Timer {
     Linger(u64),
     /// The endpoint's own timers (retransmissions, half-open SAs, cookies).
     Endpoint,
+    /// The state changed since the last save, which was less than [`SAVE_EVERY`] ago.
+    Save,
 }
 
 /// A peer's IKE SAs by state, for tests and the simulator.
@@ -307,6 +314,8 @@ pub struct Supervisor {
     /// its end.
     policies_dirty: bool,
     state_dirty: bool,
+    /// When the state was last saved.
+    saved_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -401,6 +410,7 @@ impl Supervisor {
             actions: VecDeque::new(),
             policies_dirty: true,
             state_dirty: true,
+            saved_at: None,
         };
         sup.sync_members(now)?;
         // Only the peers of the start: one added later waits for nothing of ours.
@@ -525,6 +535,8 @@ impl Supervisor {
                         self.actions.push_back(Action::DeleteSa(sa));
                     }
                 }
+                // The save itself comes at the end of this input.
+                Timer::Save => {}
             }
             // Events and datagrams of what just fired are handled before the next timer.
             self.drain(now);
@@ -672,7 +684,7 @@ impl Supervisor {
             self.policies_dirty = false;
             self.apply_policies();
         }
-        self.save();
+        self.save_soon(now);
         let ep = self.ep.poll_timeout();
         self.timers.set_opt(Timer::Endpoint, ep);
     }
@@ -715,6 +727,20 @@ impl Supervisor {
     /// Marks the state for saving at the end of this input.
     fn dirty(&mut self) {
         self.state_dirty = true;
+    }
+
+    /// Saves the state when it changed, at most once per [`SAVE_EVERY`].
+    fn save_soon(&mut self, now: Instant) {
+        if !self.state_dirty {
+            return;
+        }
+        match self.saved_at {
+            Some(t) if now < t + SAVE_EVERY => self.timers.set(Timer::Save, t + SAVE_EVERY),
+            _ => {
+                self.saved_at = Some(now);
+                self.save();
+            }
+        }
     }
 
     /// Saves the state when it changed.

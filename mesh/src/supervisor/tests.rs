@@ -86,6 +86,8 @@ struct Net {
     added: Vec<Vec<SaId>>,
     deleted: Vec<Vec<SaId>>,
     persisted: Vec<usize>,
+    /// The last state each node saved.
+    saved: Vec<Option<State>>,
 }
 
 impl Net {
@@ -98,6 +100,7 @@ impl Net {
             added: vec![Vec::new(); n],
             deleted: vec![Vec::new(); n],
             persisted: vec![0; n],
+            saved: vec![None; n],
         };
         for i in 0..n {
             net.collect(i);
@@ -115,7 +118,10 @@ impl Net {
                 }
                 Action::AddSa(sa) => self.added[i].push(sa.id()),
                 Action::DeleteSa(id) => self.deleted[i].push(id),
-                Action::Persist(_) => self.persisted[i] += 1,
+                Action::Persist(state) => {
+                    self.persisted[i] += 1;
+                    self.saved[i] = Some(*state);
+                }
                 _ => {}
             }
         }
@@ -164,6 +170,25 @@ impl Net {
     fn counts(&self, i: usize, j: usize) -> PeerCounts {
         self.sups[i].counts()[&name(j)]
     }
+}
+
+/// A node whose peers all come up at once saves its state a few times a second, not
+/// once per IKE SA and announcement (each save holds every peer), and the last save
+/// holds everything.
+#[test]
+fn saves_are_coalesced_and_the_last_one_holds_every_child_sa() {
+    let n = 40;
+    let fleet = Fleet::new(n, "use");
+    let run = Duration::from_secs(5);
+    let mut net = Net::started(&fleet, run);
+    // At most one save per 250 ms, and the first at start.
+    assert_eq!(SAVE_EVERY, Duration::from_millis(250));
+    let bound = 5 * 4 + 2;
+    assert!(net.persisted[0] <= bound, "{} saves in {run:?}", net.persisted[0]);
+    // Nothing changes any more: the last save came after the last change.
+    net.run(SAVE_EVERY * 2);
+    let saved = net.saved[0].as_ref().expect("saved");
+    assert_eq!(saved.children.len(), n - 1, "{:?}", saved.children.keys().collect::<Vec<_>>());
 }
 
 #[test]
