@@ -19,6 +19,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "common/procfs.rs"]
+mod procfs;
 
 use common::{Mesh, Options};
 use mesh::control::client;
@@ -69,29 +71,6 @@ fn wait_all_up(mesh: &Mesh, nodes: &[usize], since: Instant, max: Duration) -> O
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// CPU seconds (user + system) a process used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    #[allow(clippy::cast_precision_loss)] // clock ticks
-    let secs = (ticks(11) + ticks(12)) as f64 / 100.0;
-    secs
-}
-
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// The kernel's drop counters in host `i`'s namespace: UDP send-buffer errors, UDP
@@ -161,8 +140,8 @@ fn run(n: usize, max: Duration) -> bool {
         .map(|&i| kernel_drops(&mesh, i))
         .fold([0; 3], |a, d| [a[0] + d[0], a[1] + d[1], a[2] + d[2]]);
     let pids: Vec<u32> = all.iter().filter_map(|&i| mesh.pid(i)).collect();
-    let cpu: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum();
-    let rss: Vec<u64> = pids.iter().map(|&p| rss_kib(p)).collect();
+    let cpu: f64 = pids.iter().map(|&p| procfs::cpu(p).as_secs_f64()).sum();
+    let rss: Vec<u64> = pids.iter().map(|&p| procfs::rss_kib(p)).collect();
     let rss_mean = rss.iter().sum::<u64>() as f64 / rss.len().max(1) as f64;
     let rss_max = rss.iter().copied().max().unwrap_or(0);
     println!(

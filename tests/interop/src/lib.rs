@@ -13,6 +13,8 @@
 //!   event lines.
 //! - [`sa`]: what charon reports about its IKE and child SAs (what `swanctl --list-sas`
 //!   shows), as types.
+//! - [`load`]: the pair-rate benchmark's load generator: many IKE SAs, each from its own
+//!   identity and address, against one `meshd`.
 //!
 //! ESP needs Debian's stock kernel: run tests that install child SAs through
 //! [`ikemesh_testbed::vm::guest_test`]. IKE alone also works on the build hosts' kernel
@@ -21,6 +23,8 @@
 //! The strongSwan packages are installed by `tests/vm/vm setup`.
 
 pub mod charon;
+pub mod charon_rate;
+pub mod load;
 pub mod peer;
 pub mod pki;
 pub mod sa;
