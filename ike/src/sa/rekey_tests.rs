@@ -301,17 +301,46 @@ fn simultaneous_ike_rekeys_leave_exactly_one_ike_sa() {
         resp.handle(now, &qi, &mut rng);
         init.handle(now, &qr, &mut rng);
         shuttle(&mut init, &mut resp, now, &mut rng);
-        for sa in [&mut init, &mut resp] {
-            let evs = events(sa);
-            assert!(matches!(&evs[..], [Event::IkeRekeyed { .. }]), "{evs:?}");
-        }
-        winners[usize::from(init.role() == Role::Initiator)] += 1;
-        // The children carry on: rekey one under the surviving SA.
-        assert!(resp.rekey_child(now, cr, &mut rng));
-        shuttle(&mut init, &mut resp, now, &mut rng);
-        assert_agree(&mut init, &mut resp, (&mut si, &mut sr));
+        let sides = (&mut init, &mut resp, &mut si, &mut sr);
+        winners[settled_on_one_ike_sa(sides, cr, now, &mut rng, seed)] += 1;
     }
     assert!(winners[0] > 0 && winners[1] > 0, "both sides' SAs have won: {winners:?}");
+}
+
+/// Lets time pass, over a lossless network, until neither side has a timer left; the
+/// time then.
+fn run_timers(a: &mut IkeSa, b: &mut IkeSa, mut now: Instant, rng: &mut TestRng) -> Instant {
+    let mut rounds = 0;
+    while let Some(wake) = [a.poll_timeout(), b.poll_timeout()].into_iter().flatten().min() {
+        rounds += 1;
+        assert!(rounds < 20, "does not settle");
+        now = wake;
+        a.handle_timeout(now, rng);
+        b.handle_timeout(now, rng);
+        shuttle(a, b, now, rng);
+    }
+    now
+}
+
+/// After simultaneous IKE SA rekeys: each side saw exactly one rekey, and the children
+/// carry on under the surviving SA (one is rekeyed under it) with both sides agreeing.
+/// Which side's SA won: 1 if the initiator's.
+fn settled_on_one_ike_sa(
+    (init, resp, si, sr): (&mut IkeSa, &mut IkeSa, &mut Announced, &mut Announced),
+    cr: u32,
+    now: Instant,
+    rng: &mut TestRng,
+    seed: u64,
+) -> usize {
+    for (sa, seen) in [(&mut *init, &mut *si), (&mut *resp, &mut *sr)] {
+        let evs = seen.take(sa);
+        assert!(matches!(&evs[..], [Event::IkeRekeyed { .. }]), "seed {seed}: {evs:?}");
+    }
+    let winner = usize::from(init.role() == Role::Initiator);
+    assert!(resp.rekey_child(now, cr, rng));
+    shuttle(init, resp, now, rng);
+    assert_agree(init, resp, (si, sr));
+    winner
 }
 
 /// Simultaneous IKE SA rekeys where the answer to one side's rekey is lost: the other
@@ -343,25 +372,9 @@ fn simultaneous_ike_rekeys_settle_when_one_answer_is_lost() {
             resp.handle(now, &delete, &mut rng);
         }
         shuttle(&mut init, &mut resp, now, &mut rng);
-        let mut rounds = 0;
-        while let Some(wake) =
-            [init.poll_timeout(), resp.poll_timeout()].into_iter().flatten().min()
-        {
-            rounds += 1;
-            assert!(rounds < 20, "does not settle");
-            now = wake;
-            init.handle_timeout(now, &mut rng);
-            resp.handle_timeout(now, &mut rng);
-            shuttle(&mut init, &mut resp, now, &mut rng);
-        }
-        for (sa, seen) in [(&mut init, &mut si), (&mut resp, &mut sr)] {
-            let evs = seen.take(sa);
-            assert!(matches!(&evs[..], [Event::IkeRekeyed { .. }]), "seed {seed}: {evs:?}");
-        }
-        winners[usize::from(init.role() == Role::Initiator)] += 1;
-        assert!(resp.rekey_child(now, cr, &mut rng));
-        shuttle(&mut init, &mut resp, now, &mut rng);
-        assert_agree(&mut init, &mut resp, (&mut si, &mut sr));
+        now = run_timers(&mut init, &mut resp, now, &mut rng);
+        let sides = (&mut init, &mut resp, &mut si, &mut sr);
+        winners[settled_on_one_ike_sa(sides, cr, now, &mut rng, seed)] += 1;
     }
     assert!(winners[0] > 0 && winners[1] > 0, "both sides' SAs have won: {winners:?}");
 }
@@ -439,7 +452,7 @@ fn colliding_ike_rekeys_on_a_random_lossy_network_keep_the_ike_sa() {
 #[test]
 fn a_child_rekey_crossing_an_ike_rekey_is_refused_for_now_and_retried() {
     let mut rng = TestRng::new(44);
-    let mut now = Instant::now();
+    let now = Instant::now();
     let (mut init, mut resp, mut si, mut sr, (_, cr)) = watched(&mut rng);
     assert!(init.rekey_ike(now, &mut rng));
     assert!(resp.rekey_child(now, cr, &mut rng));
@@ -448,15 +461,7 @@ fn a_child_rekey_crossing_an_ike_rekey_is_refused_for_now_and_retried() {
     init.handle(now, &qr, &mut rng);
     shuttle(&mut init, &mut resp, now, &mut rng);
     // Each refused the other's with TEMPORARY_FAILURE; both ask again after a while.
-    let mut rounds = 0;
-    while let Some(wake) = [init.poll_timeout(), resp.poll_timeout()].into_iter().flatten().min() {
-        rounds += 1;
-        assert!(rounds < 20, "does not settle");
-        now = wake;
-        init.handle_timeout(now, &mut rng);
-        resp.handle_timeout(now, &mut rng);
-        shuttle(&mut init, &mut resp, now, &mut rng);
-    }
+    run_timers(&mut init, &mut resp, now, &mut rng);
     let (ei, er) = (si.take(&mut init), sr.take(&mut resp));
     for evs in [&ei, &er] {
         assert!(evs.iter().any(|e| matches!(e, Event::IkeRekeyed { .. })), "{evs:?}");
