@@ -68,6 +68,8 @@ impl Supervisor {
                 err("a reload reads files: the daemon's shell carries it out".into())
             }
         };
+        // What an operator changed is saved at once, not with the next batch.
+        self.saved_at = None;
         self.finish(now);
         resp
     }
@@ -287,6 +289,7 @@ impl Supervisor {
         self.policies_dirty = true;
         self.dirty();
         self.step_rollout(now);
+        self.saved_at = None; // saved at once, as every operator's change
         self.finish(now);
         info!("reloaded: {}", changes.join("; "));
         Response::Ok { reply: Reply::Done { changes } }

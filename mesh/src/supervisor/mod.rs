@@ -80,7 +80,8 @@ pub const KNOCK_RECHECK: Duration = Duration::from_millis(300);
 /// The state is saved at most this often: a save holds every peer, so saving after
 /// each of a thousand IKE SAs coming up would cost the daemon more than making them.
 /// A change is saved at once when the last save is older; else at the end of the
-/// interval, with whatever else changed in it.
+/// interval, with whatever else changed in it. An operator's change (a control request,
+/// a reload) is saved at once.
 pub const SAVE_EVERY: Duration = Duration::from_millis(250);
 /// The longest wait between two attempts to reach a peer.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
