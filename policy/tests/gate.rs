@@ -161,6 +161,50 @@ fn pinholes_open_close_and_touch_nothing_else() {
         b.enter(|| holes.allow(a.ipv4().into(), Duration::from_secs(1))).unwrap().unwrap_err();
     println!("allow without our table: {err}");
     assert!(!err.to_string().contains('\n'));
+    assert!(err.to_string().contains("is the table installed?"), "{err}");
+}
+
+#[test]
+fn pinhole_changes_restart_clocks_and_go_in_large_batches() {
+    let net = Net::new(2).unwrap();
+    let b = net.host(0);
+    let holes = pinholes("ikemesh_t2");
+    b.enter(|| holes.install()).unwrap().unwrap();
+    let a: IpAddr = Ipv4Addr::new(192, 0, 2, 7).into();
+
+    // A knock again with a shorter time: the new time counts, not the old one.
+    b.enter(|| holes.allow(a, Duration::from_secs(600))).unwrap().unwrap();
+    let listed = b.enter(|| holes.allowed()).unwrap().unwrap();
+    assert!(listed[0].expires.is_some_and(|e| e > Duration::from_secs(500)), "{listed:?}");
+    b.enter(|| holes.allow(a, Duration::from_secs(5))).unwrap().unwrap();
+    let listed = b.enter(|| holes.allowed()).unwrap().unwrap();
+    assert!(listed[0].expires.is_some_and(|e| e <= Duration::from_secs(5)), "{listed:?}");
+
+    // What a burst makes: 2,000 knocks and 2,000 kept peers, v4 and v6, in one change.
+    let many: Vec<IpAddr> = (0..2000u32)
+        .flat_map(|i| {
+            let v6 = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 1, i as u16);
+            [IpAddr::V4(Ipv4Addr::from(0x0a40_0000 + i)), IpAddr::V6(v6)]
+        })
+        .collect();
+    let mut batch: Vec<Change> =
+        many.iter().map(|&x| Change::Allow(x, Duration::from_secs(60))).collect();
+    batch.extend(many.iter().map(|&x| Change::Keep(x)));
+    b.enter(|| holes.change(&batch)).unwrap().unwrap();
+    let listed = b.enter(|| holes.allowed()).unwrap().unwrap();
+    assert_eq!(listed.len(), 1 + 2 * many.len(), "every knock and kept peer, and the first");
+
+    // One change in a batch that the kernel refuses (its set is gone) and none of the
+    // batch is made.
+    b.sh("nft flush chain inet ikemesh_t2 input && nft delete set inet ikemesh_t2 keep6").unwrap();
+    let c: IpAddr = Ipv4Addr::new(192, 0, 2, 8).into();
+    let v6: IpAddr = "2001:db8::8".parse().unwrap();
+    let err = b.enter(|| holes.change(&[Change::Keep(c), Change::Keep(v6)])).unwrap().unwrap_err();
+    println!("a batch with a change the kernel refuses: {err}");
+    assert!(!err.to_string().contains('\n'));
+    let listed = b.enter(|| holes.allowed()).unwrap().unwrap();
+    assert!(!listed.iter().any(|p| p.addr == c), "half a batch was made: {c} is kept");
+    b.enter(|| holes.remove()).unwrap().unwrap();
 }
 
 /// A mesh secret file (mode 0600) in `dir`, and the keys from it.

@@ -27,9 +27,13 @@
 //! stay until the next [`Pinholes::install`], which replaces the table with an empty
 //! one, or [`Pinholes::remove`], which deletes it. Only `remove` opens the ports to all.
 //!
-//! Every change is one `nft -j -f -` transaction built from the [`nftables`] crate's
-//! JSON schema: no shell, no string-built commands, and a change is either applied
-//! whole or not at all.
+//! Every change is one nftables transaction, applied whole or not at all. The table
+//! is installed, listed and removed by one `nft -j -f -` run each, from the
+//! [`nftables`] crate's JSON schema (no shell, no string-built commands); the set
+//! elements, which change with every knock and every IKE SA, over netlink from this
+//! process ([`netlink`]).
+
+mod netlink;
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -41,10 +45,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use self::netlink::{Op, SetElem};
 use nftables::expr::{CT, Elem, Expression, NamedExpression, Payload, PayloadField, SetItem};
 use nftables::schema::{
-    Chain, Element, NfCmd, NfListObject, NfObject, Nftables, Rule, Set, SetFlag, SetType,
-    SetTypeValue, Table,
+    Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue,
+    Table,
 };
 use nftables::stmt::{Counter, Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
@@ -161,7 +166,9 @@ pub struct Pinhole {
 /// The pinhole manager: our table, and the operations on its sets.
 ///
 /// Cheap to clone (the configuration is shared), so a clone can move into a blocking
-/// task. Each operation runs one `nft` process, synchronously.
+/// task. Each operation is synchronous: [`install`](Self::install),
+/// [`remove`](Self::remove) and [`allowed`](Self::allowed) run one `nft` process, the
+/// element changes are netlink requests.
 #[derive(Debug, Clone)]
 pub struct Pinholes {
     config: Arc<PinholeConfig>,
@@ -316,30 +323,29 @@ impl Pinholes {
         if changes.is_empty() {
             return Ok(());
         }
-        let mut cmds = Vec::with_capacity(changes.len() * 4);
+        let mut elems = Vec::with_capacity(changes.len() * 4);
         for c in changes {
-            let v4 = c.addr().to_canonical().is_ipv4();
-            let (keep, allow) = if v4 { (KEEP4, ALLOW4) } else { (KEEP6, ALLOW6) };
             let addr = c.addr().to_canonical();
+            let (keep, allow) = if addr.is_ipv4() { (KEEP4, ALLOW4) } else { (KEEP6, ALLOW6) };
+            let add = |set, ttl: Option<u32>| SetElem {
+                op: Op::Add(ttl.map(|s| u64::from(s) * 1000)),
+                set,
+                addr,
+            };
+            let delete = |set| SetElem { op: Op::Delete, set, addr };
             // An add before a delete makes the delete a no-op when the element is not
             // there: each change works whether or not its element exists.
             match *c {
                 Change::Allow(_, ttl) => {
-                    let ttl = seconds(ttl).unwrap_or(1);
                     // Add, delete, add with the new timeout: always restarts its clock.
-                    cmds.push(NfCmd::Add(self.element(allow, addr, None)));
-                    cmds.push(NfCmd::Delete(self.element(allow, addr, None)));
-                    cmds.push(NfCmd::Add(self.element(allow, addr, Some(ttl))));
+                    let ttl = seconds(ttl).unwrap_or(1);
+                    elems.extend([add(allow, None), delete(allow), add(allow, Some(ttl))]);
                 }
-                Change::Keep(_) => cmds.push(NfCmd::Add(self.element(keep, addr, None))),
-                Change::Release(_) => {
-                    cmds.push(NfCmd::Add(self.element(keep, addr, None)));
-                    cmds.push(NfCmd::Delete(self.element(keep, addr, None)));
-                }
+                Change::Keep(_) => elems.push(add(keep, None)),
+                Change::Release(_) => elems.extend([add(keep, None), delete(keep)]),
                 Change::Close(_) => {
                     for set in [keep, allow] {
-                        cmds.push(NfCmd::Add(self.element(set, addr, None)));
-                        cmds.push(NfCmd::Delete(self.element(set, addr, None)));
+                        elems.extend([add(set, None), delete(set)]);
                     }
                 }
             }
@@ -351,7 +357,20 @@ impl Pinholes {
             [Change::Close(_)] => "close a former member's pinholes",
             _ => "change pinholes",
         };
-        self.apply(action, cmds)
+        netlink::apply(&self.config.table, &elems).map_err(|refused| {
+            let table = &self.config.table;
+            let message = match (refused.error.kind(), refused.message) {
+                (_, Some(said)) => said,
+                (std::io::ErrorKind::NotFound, None) => format!(
+                    "table inet {table} or one of its sets is missing (is the table installed?)"
+                ),
+                (std::io::ErrorKind::PermissionDenied, None) => {
+                    "operation not permitted (run as root, or with CAP_NET_ADMIN)".to_owned()
+                }
+                (_, None) => refused.error.to_string(),
+            };
+            NftError::Failed { action, message }
+        })
     }
 
     /// Deletes our table: the IKE ports are open to all again. Idempotent; other tables
@@ -411,26 +430,6 @@ impl Pinholes {
 
     fn table(&self) -> Table<'_> {
         Table { family: NfFamily::INet, name: self.config.table.as_str().into(), handle: None }
-    }
-
-    fn element(&self, set: &'static str, addr: IpAddr, ttl: Option<u32>) -> NfListObject<'_> {
-        let val = Expression::String(addr.to_string().into());
-        let elem = match ttl {
-            None => val,
-            Some(timeout) => Expression::Named(NamedExpression::Elem(Elem {
-                val: Box::new(val),
-                timeout: Some(timeout),
-                expires: None,
-                comment: None,
-                counter: None,
-            })),
-        };
-        NfListObject::Element(Element {
-            family: NfFamily::INet,
-            table: self.config.table.as_str().into(),
-            name: set.into(),
-            elem: Cow::Owned(vec![elem]),
-        })
     }
 
     /// `udp dport { ports }`.
