@@ -50,11 +50,15 @@ struct Pending {
     sent: u32,
     wait: Duration,
     deadline: Instant,
-    /// The deadline was brought forward by [`IkeSa::unreachable`]: the send it makes
-    /// is not one of the tries, and the wait does not grow.
+    /// When it was first sent.
+    since: Instant,
+    /// The deadline was brought forward by [`IkeSa::unreachable`] or [`IkeSa::hurry`]:
+    /// the send it makes is not one of the tries, and the wait does not grow.
     quick: bool,
-    /// Quick sends so far (at most [`MAX_QUICK`]).
+    /// Quick sends for [`IkeSa::hurry`] so far (at most [`MAX_QUICK`]).
     quicks: u8,
+    /// Quick sends for [`IkeSa::unreachable`] so far.
+    closed: u16,
 }
 
 /// The last request we answered and our answer, for retransmitted requests. The request
@@ -416,12 +420,15 @@ enum Then {
 }
 
 /// How soon an `IKE_SA_INIT` request goes again after the network reported the
-/// peer's port closed (see [`IkeSa::unreachable`]).
+/// peer's port closed, the first [`CLOSED_STEP`] times (see [`IkeSa::unreachable`]).
 pub const QUICK_RETRY: Duration = Duration::from_millis(500);
 
-/// Quick sends of one request at most (see [`IkeSa::unreachable`]): a daemon that
-/// takes longer than this many [`QUICK_RETRY`]s to start is reached on the usual
-/// schedule.
+/// After this many reports of a closed port for one request, the next quick send waits
+/// twice as long, up to 4 x [`QUICK_RETRY`].
+pub const CLOSED_STEP: u16 = 8;
+
+/// Quick sends of one request at most for [`IkeSa::hurry`] (a knock's pinhole that may
+/// have opened after the request arrived).
 pub const MAX_QUICK: u8 = 8;
 
 /// COOKIE challenges an initiator answers before giving up.
@@ -475,8 +482,16 @@ impl IkeSa {
         let wait = self.cfg.retransmit.base;
         let first = shorten(wait, self.cfg.retransmit.jitter, self.jitter);
         self.transmit.push_back(bytes.clone());
-        self.pending =
-            Some(Pending { bytes, sent: 1, wait, deadline: now + first, quick: false, quicks: 0 });
+        self.pending = Some(Pending {
+            bytes,
+            sent: 1,
+            wait,
+            deadline: now + first,
+            since: now,
+            quick: false,
+            quicks: 0,
+            closed: 0,
+        });
     }
 
     /// Sends a response and keeps it for a retransmitted request.
@@ -548,31 +563,58 @@ impl IkeSa {
 
     /// The network reported the peer's port closed for a datagram we sent (ICMP port
     /// unreachable): its daemon is not listening yet, or is restarting. The request
-    /// goes again within [`QUICK_RETRY`] (see [`IkeSa::hurry`]).
+    /// never arrived, so it goes again soon, not after the rest of the retransmission
+    /// wait: within [`QUICK_RETRY`], twice that after [`CLOSED_STEP`] reports, four
+    /// times after twice as many, for as long as the usual tries would have taken
+    /// (a peer that starts any time in that span is reached within 2 s of it). These
+    /// sends are not tries, and they do not use up [`IkeSa::hurry`]'s. `false` when
+    /// nothing changed.
     pub fn unreachable(&mut self, now: Instant, rng: &mut dyn Random) -> bool {
-        self.hurry(now, QUICK_RETRY, rng)
+        let over = total_wait(&self.cfg.retransmit);
+        let Some(p) = self.pending.as_ref() else { return false };
+        if now.saturating_duration_since(p.since) >= over {
+            return false;
+        }
+        let within = QUICK_RETRY * (1 << (p.closed / CLOSED_STEP).min(2));
+        let brought = self.bring_forward(now, within, rng);
+        if brought && let Some(p) = self.pending.as_mut() {
+            p.closed = p.closed.saturating_add(1);
+        }
+        brought
     }
 
     /// Before the peer's first answer, sends the request again within `within`
     /// (shortened by the jitter) instead of after the rest of the retransmission wait,
-    /// when the daemon has reason to think the first send was lost: the peer's port
-    /// was closed, or a knock's pinhole may not have been open yet. At most
-    /// [`MAX_QUICK`] times per request; such a send is not one of the tries, and after
-    /// it the usual wait starts over, so a peer that never answers still ends the SA
-    /// in the usual time, give or take the quick sends. `false` when nothing changed.
+    /// when the daemon has reason to think the first send was lost: a knock's pinhole
+    /// may not have been open yet when it arrived. At most [`MAX_QUICK`] times per
+    /// request; such a send is not one of the tries, and after it the usual wait starts
+    /// over, so a peer that never answers still ends the SA in the usual time, give or
+    /// take the quick sends. `false` when nothing changed.
     pub fn hurry(&mut self, now: Instant, within: Duration, rng: &mut dyn Random) -> bool {
+        if self.pending.as_ref().is_none_or(|p| p.quicks >= MAX_QUICK) {
+            return false;
+        }
+        let brought = self.bring_forward(now, within, rng);
+        if brought && let Some(p) = self.pending.as_mut() {
+            p.quicks += 1;
+        }
+        brought
+    }
+
+    /// Brings the first request's next send forward to within `within`, unless one is
+    /// due sooner already.
+    fn bring_forward(&mut self, now: Instant, within: Duration, rng: &mut dyn Random) -> bool {
         if !matches!(self.state, State::InitSent { .. }) {
             return false;
         }
         let jitter = self.cfg.retransmit.jitter;
         let Some(p) = self.pending.as_mut() else { return false };
         let soon = now + shorten(within, jitter, draw_share(rng));
-        if p.quick || p.quicks >= MAX_QUICK || soon >= p.deadline {
+        if p.quick || soon >= p.deadline {
             return false;
         }
         p.deadline = soon;
         p.quick = true;
-        p.quicks += 1;
         true
     }
 

@@ -607,6 +607,7 @@ fn a_responder_under_load_asks_for_a_cookie_and_the_initiator_retries() {
 fn a_closed_port_brings_the_first_request_again_soon_and_still_ends_the_sa() {
     let mut rng = TestRng::new(18);
     let (i_cfg, _) = pair_configs(1);
+    let over = super::total_wait(&i_cfg.retransmit);
     let t0 = Instant::now();
     let mut init = IkeSa::initiate(i_cfg, t0, &mut rng);
     let first = init.poll_transmit().unwrap();
@@ -619,12 +620,17 @@ fn a_closed_port_brings_the_first_request_again_soon_and_still_ends_the_sa() {
     // A second report before that changes nothing.
     assert!(!init.unreachable(t0, &mut rng));
     let mut now = soon;
-    let (mut sends, mut quick) = (1, 0);
+    let (mut sends, mut quick, mut last_send) = (1, 0u32, t0);
+    let mut longest_while_closed = Duration::ZERO;
     loop {
         init.handle_timeout(now, &mut rng);
         while let Some(d) = init.poll_transmit() {
             assert_eq!(d, first, "the same request");
             sends += 1;
+            if now < t0 + over {
+                longest_while_closed = longest_while_closed.max(now - last_send);
+            }
+            last_send = now;
         }
         if init.is_closed() {
             break;
@@ -633,11 +639,46 @@ fn a_closed_port_brings_the_first_request_again_soon_and_still_ends_the_sa() {
         quick += u32::from(init.unreachable(now, &mut rng));
         now = init.poll_timeout().unwrap();
     }
-    assert_eq!(quick + 1, u32::from(MAX_QUICK), "quick sends are bounded");
-    assert_eq!(sends, 5 + u32::from(MAX_QUICK), "five tries, plus the quick sends");
+    // A daemon that starts any time while the usual tries would run is asked within
+    // 2 s of it; the quick sends slow down from every 0.5 s to every 2 s.
+    assert!(longest_while_closed <= 4 * QUICK_RETRY, "{longest_while_closed:?}");
+    assert!(quick > u32::from(2 * CLOSED_STEP), "quick sends: {quick}");
+    assert!(quick < 4 * u32::from(CLOSED_STEP) + (over.as_secs() / 2) as u32, "quick: {quick}");
+    assert_eq!(sends, 5 + quick + 1, "five tries, plus the quick sends");
     assert_eq!(init.retransmissions(), sends - 1);
+    // And it still ends: the tries run out after the quick sends stop.
+    assert!(now <= t0 + 2 * over + 4 * QUICK_RETRY, "ended after {:?}", now - t0);
     let ev = events(&mut init);
     assert!(matches!(&ev[..], [Event::Failed { .. }]), "{ev:?}");
+}
+
+#[test]
+fn knock_rechecks_are_not_used_up_by_a_closed_port() {
+    let mut rng = TestRng::new(20);
+    let (i_cfg, _) = pair_configs(1);
+    let t0 = Instant::now();
+    let mut init = IkeSa::initiate(i_cfg, t0, &mut rng);
+    let _ = init.poll_transmit().unwrap();
+    // The peer's daemon is starting: twenty sends refused.
+    let mut now = t0;
+    for _ in 0..20 {
+        assert!(init.unreachable(now, &mut rng));
+        now = init.poll_timeout().unwrap();
+        init.handle_timeout(now, &mut rng);
+        assert!(init.poll_transmit().is_some());
+    }
+    // It is up: a knock goes first, and its pinhole may open after the request
+    // arrives. The recheck still has all its quick sends.
+    let recheck = Duration::from_millis(300);
+    let mut rechecks = 0;
+    while init.hurry(now, recheck, &mut rng) {
+        rechecks += 1;
+        assert!(init.poll_timeout().unwrap() <= now + recheck);
+        now = init.poll_timeout().unwrap();
+        init.handle_timeout(now, &mut rng);
+        assert!(init.poll_transmit().is_some());
+    }
+    assert_eq!(rechecks, u32::from(MAX_QUICK));
 }
 
 #[test]

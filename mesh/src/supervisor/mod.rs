@@ -469,7 +469,7 @@ impl Supervisor {
     /// starting with it sends its request again soon (knocking again first), rather
     /// than after the full retransmission wait.
     pub fn handle_unreachable(&mut self, now: Instant, remote: SocketAddr) {
-        if let Some(key) = self.hurry_connecting(now, remote, ike::sa::QUICK_RETRY)
+        if let Some(key) = self.hurry_connecting(remote, |sa, rng| sa.unreachable(now, rng))
             && let Some(p) = self.peers.get_mut(&key)
         {
             p.knocker.reset();
@@ -483,22 +483,22 @@ impl Supervisor {
     /// opened after it arrived: a gate under load takes longer than the knocker's
     /// settle time), rather than after the full retransmission wait.
     fn after_knock(&mut self, now: Instant, remote: SocketAddr) {
-        let _ = self.hurry_connecting(now, remote, KNOCK_RECHECK);
+        let _ = self.hurry_connecting(remote, |sa, rng| sa.hurry(now, KNOCK_RECHECK, rng));
     }
 
     /// Has the IKE SA we are starting with the peer at `remote` send its request again
-    /// within `within` ([`ike::sa::IkeSa::hurry`]); the peer, when it will.
+    /// soon, by `hurry` ([`ike::sa::IkeSa::unreachable`] or [`ike::sa::IkeSa::hurry`]);
+    /// the peer, when it will.
     fn hurry_connecting(
         &mut self,
-        now: Instant,
         remote: SocketAddr,
-        within: Duration,
+        hurry: impl FnOnce(&mut ike::sa::IkeSa, &mut dyn Random) -> bool,
     ) -> Option<PeerKey> {
         let key = self.by_addr.get(&remote.ip().to_canonical()).copied()?;
         let p = self.peers.get(&key)?;
         let h = p.sa.filter(|_| p.state == IkeState::Connecting)?;
         let rng = &mut *self.rng;
-        (self.ep.with_sa(h, |s| s.hurry(now, within, rng)) == Some(true)).then_some(key)
+        (self.ep.with_sa(h, |s| hurry(s, rng)) == Some(true)).then_some(key)
     }
 
     /// An event from the kernel.
