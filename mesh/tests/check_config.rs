@@ -135,7 +135,7 @@ fn valid_setup_loads_and_checks_clean() {
     assert_eq!(config.ike.child_rekey, Duration::from_secs(3600));
     assert_eq!(config.ike.jitter, 20);
     assert_eq!(config.ike.liveness, Duration::from_secs(30));
-    assert_eq!(config.ike.retransmit_base, Duration::from_secs(4));
+    assert_eq!(config.ike.retransmit_base, Duration::from_secs(1));
     assert_eq!(config.ike.dh_groups, [Group::Curve25519, Group::Ecp256, Group::Modp2048]);
     assert_eq!(config.ike.esp_key_bits, [256, 128]);
     assert!(!config.ike.on_demand);
@@ -683,4 +683,13 @@ fn meshd_check_config_prints_one_line_per_broken_config_and_exits_non_zero() {
             "{what}: {stderr:?}"
         );
     }
+}
+
+#[test]
+fn retransmissions_are_tried_for_a_minute_whatever_the_first_wait() {
+    use mesh::config::retransmit_tries;
+    assert_eq!(retransmit_tries(Duration::from_secs(1)), 7, "1 s: 75 s of sends");
+    assert_eq!(retransmit_tries(Duration::from_secs(4)), 5, "strongSwan's 4 s: 89 s");
+    assert_eq!(retransmit_tries(Duration::from_millis(100)), 11);
+    assert_eq!(retransmit_tries(Duration::from_secs(60)), 5, "never fewer than five");
 }

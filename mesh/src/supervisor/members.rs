@@ -312,7 +312,11 @@ impl Supervisor {
                 expected: PeerId::fqdn(name),
             }),
             signature_algorithms: SigAlg::ALL.to_vec(),
-            retransmit: Retransmit { base: self.cfg.ike.retransmit_base, ..Retransmit::default() },
+            retransmit: Retransmit {
+                base: self.cfg.ike.retransmit_base,
+                tries: crate::config::retransmit_tries(self.cfg.ike.retransmit_base),
+                ..Retransmit::default()
+            },
             local_addr: local,
             remote_addr: remote,
         })
