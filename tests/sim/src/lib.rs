@@ -59,6 +59,10 @@ pub struct Options {
     pub mtu: usize,
     /// SPA: IKE ports closed until a knock.
     pub spa: bool,
+    /// How long a node's gate takes from a knock's arrival to its pinhole, lowest and
+    /// highest, in microseconds (a real gate is a task of its own and a netlink
+    /// transaction, slower under load).
+    pub gate_delay_us: (u64, u64),
     /// The mesh's rollout target.
     pub level: Level,
     /// The `[ike]` settings of every node, as TOML lines.
@@ -89,6 +93,7 @@ impl Options {
             reorder: 0.0,
             mtu: 1500,
             spa: false,
+            gate_delay_us: (0, 0),
             level: Level::Use,
             ike: String::new(),
             traffic: None,
@@ -148,7 +153,14 @@ enum Ev {
         from: SocketAddr,
         bytes: Vec<u8>,
     },
+    /// A knock arrives at `to`'s SPA port.
     Knock {
+        to: usize,
+        from: SocketAddr,
+        port: u16,
+    },
+    /// `to`'s gate opens the pinhole of an admitted knock.
+    Open {
         to: usize,
         from: IpAddr,
     },
@@ -190,6 +202,9 @@ struct Node {
     disk: Option<State>,
     /// Pinholes at our gate: until when (`None`: kept open).
     pinholes: HashMap<IpAddr, Option<Instant>>,
+    /// Whether our gate's table is in the kernel: installed at each start (empty),
+    /// it stays when the daemon stops or dies, until removed.
+    gate_up: bool,
     /// Where we sent to last (the gate lets the answers in, as conntrack does).
     sent_to: HashMap<IpAddr, Instant>,
     /// The supervisor's wake-up as last scheduled.
@@ -305,6 +320,7 @@ impl Sim {
                     kernel: SimKernel::default(),
                     disk: None,
                     pinholes: HashMap::new(),
+                    gate_up: false,
                     sent_to: HashMap::new(),
                     wake: None,
                     starts: 0,
@@ -420,6 +436,11 @@ impl Sim {
         .unwrap_or_else(|e| panic!("{} does not start: {e}", node.name));
         node.sup = Some(sup);
         node.wake = None;
+        if self.opts.spa {
+            // meshd installs its table at start, empty (`Pinholes::install`).
+            node.pinholes.clear();
+            node.gate_up = true;
+        }
         self.carry_out(i);
     }
 
@@ -512,15 +533,26 @@ impl Sim {
         self.now = self.now.max(t);
         match ev {
             Ev::Deliver { to, local, from, bytes } => self.deliver(to, local, from, &bytes),
-            Ev::Knock { to, from } => {
-                if self.nodes[to].sup.is_some() || self.opts.spa {
-                    // The gate is nftables and its own task: it opens the pinhole even
-                    // while the daemon restarts.
-                    let until = self.now + PINHOLE_TTL;
-                    let e = self.nodes[to].pinholes.entry(from).or_insert(Some(until));
-                    if let Some(t) = e {
-                        *t = (*t).max(until);
+            Ev::Knock { to, from, port } => {
+                if self.nodes[to].sup.is_some() {
+                    let (lo, hi) = self.opts.gate_delay_us;
+                    let delay =
+                        Duration::from_micros(if hi > lo { self.net.between(lo, hi) } else { lo });
+                    self.push(self.now + delay, Ev::Open { to, from: from.ip() });
+                } else if let Some(&sender) = self.by_addr.get(&from.ip()) {
+                    // The knock listener is the daemon's: nobody listens on the SPA
+                    // port while it is down, and the kernel says so.
+                    let closed = SocketAddr::new(self.nodes[to].addr, port);
+                    for d in self.delays(to, sender, 64) {
+                        self.push(self.now + d, Ev::PortClosed { to: sender, closed });
                     }
+                }
+            }
+            Ev::Open { to, from } => {
+                let until = self.now + PINHOLE_TTL;
+                let e = self.nodes[to].pinholes.entry(from).or_insert(Some(until));
+                if let Some(t) = e {
+                    *t = (*t).max(until);
                 }
             }
             Ev::Wake { node } => {
@@ -566,7 +598,7 @@ impl Sim {
         let _span = self.span(to);
         let now = self.now;
         let node = &mut self.nodes[to];
-        if self.opts.spa {
+        if self.opts.spa && node.gate_up {
             let open = node.pinholes.get(&from.ip()).is_some_and(|t| t.is_none_or(|t| t > now))
                 || node.sent_to.get(&from.ip()).is_some_and(|t| *t + CONNTRACK > now);
             if !open {
@@ -658,7 +690,8 @@ impl Sim {
                 self.stats.knocks += 1;
                 let Some(&to) = self.by_addr.get(&remote.ip()) else { return };
                 for d in self.delays(i, to, 100) {
-                    self.push(now + d, Ev::Knock { to, from: local });
+                    let (from, port) = (SocketAddr::new(local, 0), remote.port());
+                    self.push(now + d, Ev::Knock { to, from, port });
                 }
             }
             Action::AddSa(sa) => match self.nodes[i].kernel.add(&sa, now) {
@@ -720,7 +753,10 @@ impl Sim {
             }
             Action::Persist(state) => self.nodes[i].disk = Some(*state),
             Action::FlushKernel => self.nodes[i].kernel.clear(),
-            Action::RemoveGate => self.nodes[i].pinholes.clear(),
+            Action::RemoveGate => {
+                self.nodes[i].pinholes.clear();
+                self.nodes[i].gate_up = false;
+            }
             _ => {}
         }
     }
