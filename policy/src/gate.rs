@@ -25,8 +25,8 @@ use crate::spa::{Access, Admitted, DATAGRAM_LEN, GateStats, Gatekeeper};
 /// shows as too long rather than as a cut-down packet.
 const BUF_LEN: usize = DATAGRAM_LEN + 1;
 
-/// Datagrams waiting on the socket taken in one go, their pinholes opened in one nft
-/// run: a burst of knocks (a fleet starting) costs a few nft runs, not one each.
+/// Datagrams waiting on the socket taken in one go, their pinholes opened in one
+/// netlink transaction: a burst of knocks (a fleet starting) costs a few, not one each.
 const BATCH: usize = 64;
 
 /// What happened to one datagram.
@@ -134,7 +134,7 @@ impl SpaGate {
     }
 
     /// Receives one datagram, and any more already waiting (up to [`BATCH`]), and deals
-    /// with them: the pinholes of the knocks admitted open in one nft run.
+    /// with them: the pinholes of the knocks admitted open in one transaction.
     ///
     /// # Errors
     /// The socket's error.

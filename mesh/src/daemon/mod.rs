@@ -577,9 +577,9 @@ fn kernel_event(e: &xfrm::Event) -> Option<KernelEvent> {
     }
 }
 
-/// The task that changes pinholes: each nft run takes every change waiting (up to
-/// 256), in order, so that IKE SAs coming up by the hundred cost a few nft runs, and
-/// the event loop never waits for one.
+/// The task that changes pinholes: each netlink transaction takes every change waiting
+/// (up to 256), in order, so that IKE SAs coming up by the hundred cost a few, and the
+/// event loop never waits for one.
 fn spawn_pinhole_task(pinholes: Pinholes) -> mpsc::Sender<Change> {
     let (tx, mut rx) = mpsc::channel::<Change>(4096);
     tokio::spawn(async move {
