@@ -27,6 +27,31 @@ pub struct Retransmit {
     pub jitter: u8,
 }
 
+impl Retransmit {
+    /// The waits of all the sends added up: how long an unanswered request is tried
+    /// for before the SA is given up.
+    #[must_use]
+    pub fn total_wait(&self) -> Duration {
+        let mut wait = self.base;
+        let mut total = Duration::ZERO;
+        for _ in 0..self.tries {
+            total += wait;
+            wait = wait * self.factor_num / self.factor_den.max(1);
+        }
+        total
+    }
+
+    /// These settings with as many sends as it takes for their waits to add up to
+    /// `at_least`, and never fewer than `tries`.
+    #[must_use]
+    pub fn tried_for(mut self, at_least: Duration) -> Self {
+        while self.total_wait() < at_least {
+            self.tries += 1;
+        }
+        self
+    }
+}
+
 impl Default for Retransmit {
     /// 4 s, x1.8 per try, 5 sends: strongSwan's defaults (give-up after about 70 s);
     /// each wait shortened by up to 20%.

@@ -367,17 +367,7 @@ fn draw_share(rng: &mut dyn Random) -> u16 {
 
 /// Until when an IKE SA retired now is kept for the peer's delete.
 fn retired_until(now: Instant, r: &Retransmit) -> Instant {
-    now + total_wait(r) * RETIRED_KEPT
-}
-
-fn total_wait(r: &Retransmit) -> Duration {
-    let mut wait = r.base;
-    let mut total = Duration::ZERO;
-    for _ in 0..r.tries {
-        total += wait;
-        wait = wait * r.factor_num / r.factor_den.max(1);
-    }
-    total
+    now + r.total_wait() * RETIRED_KEPT
 }
 
 /// How long to wait before asking again after `TEMPORARY_FAILURE`: 1 to 3 s, at random
@@ -550,7 +540,7 @@ impl IkeSa {
                 self.state = self.pumped(now, rng, state);
                 return;
             }
-            let error = Error::Timeout { sends: p.sent, over: total_wait(&r) };
+            let error = Error::Timeout { sends: p.sent, over: r.total_wait() };
             self.state = self.fail(error);
             return;
         }
@@ -570,7 +560,7 @@ impl IkeSa {
     /// sends are not tries, and they do not use up [`IkeSa::hurry`]'s. `false` when
     /// nothing changed.
     pub fn unreachable(&mut self, now: Instant, rng: &mut dyn Random) -> bool {
-        let over = total_wait(&self.cfg.retransmit);
+        let over = self.cfg.retransmit.total_wait();
         let Some(p) = self.pending.as_ref() else { return false };
         if now.saturating_duration_since(p.since) >= over {
             return false;

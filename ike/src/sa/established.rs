@@ -7,7 +7,7 @@ use super::{
     Group, IkeOffer, IkeSa, Inbound, Instant, Intent, Keys, MAX_TRIES, NONCE_LEN, NewIke,
     NotifyType, OpenError, Payload, Random, Request, Retired, Role, State, Then, collision,
     create_child_sa, header_for, informational, open_parsed, random_esp_spi, random_spi,
-    rekeyed_ike_keys, retired_until, retry_wait, seal, total_wait,
+    rekeyed_ike_keys, retired_until, retry_wait, seal,
 };
 
 impl IkeSa {
@@ -85,7 +85,7 @@ impl IkeSa {
     /// yet: hold our requests until it shows it switched, or would have given up.
     pub(super) fn wait_for_peer(&self, now: Instant, e: &mut Established) {
         e.peer_behind = true;
-        e.hold = Some(now + total_wait(&self.cfg.retransmit));
+        e.hold = Some(now + self.cfg.retransmit.total_wait());
     }
 
     /// The peer showed it uses the current SA: our held requests may go. Whether they

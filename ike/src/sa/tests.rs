@@ -607,7 +607,7 @@ fn a_responder_under_load_asks_for_a_cookie_and_the_initiator_retries() {
 fn a_closed_port_brings_the_first_request_again_soon_and_still_ends_the_sa() {
     let mut rng = TestRng::new(18);
     let (i_cfg, _) = pair_configs(1);
-    let over = super::total_wait(&i_cfg.retransmit);
+    let over = i_cfg.retransmit.total_wait();
     let t0 = Instant::now();
     let mut init = IkeSa::initiate(i_cfg, t0, &mut rng);
     let first = init.poll_transmit().unwrap();

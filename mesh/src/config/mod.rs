@@ -82,13 +82,9 @@ pub const RETRANSMIT_GIVE_UP: Duration = Duration::from_secs(60);
 /// 5 for 4 s (89 s).
 #[must_use]
 pub fn retransmit_tries(base: Duration) -> u32 {
-    let (mut wait, mut total, mut tries) = (base, Duration::ZERO, 0);
-    while tries < 5 || total < RETRANSMIT_GIVE_UP {
-        total += wait;
-        wait = wait * 9 / 5;
-        tries += 1;
-    }
-    tries
+    ike::sa::Retransmit { base, ..ike::sa::Retransmit::default() }
+        .tried_for(RETRANSMIT_GIVE_UP)
+        .tries
 }
 /// IKE SAs initiated at once: enough to keep a LAN's round trips busy (a handshake
 /// costs about a millisecond of CPU at each end), few enough that the burst fits the
