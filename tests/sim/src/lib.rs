@@ -156,7 +156,7 @@ enum Ev {
     /// A knock arrives at `to`'s SPA port.
     Knock {
         to: usize,
-        from: SocketAddr,
+        from: IpAddr,
         port: u16,
     },
     /// `to`'s gate opens the pinhole of an admitted knock.
@@ -536,16 +536,13 @@ impl Sim {
             Ev::Knock { to, from, port } => {
                 if self.nodes[to].sup.is_some() {
                     let (lo, hi) = self.opts.gate_delay_us;
-                    let delay =
-                        Duration::from_micros(if hi > lo { self.net.between(lo, hi) } else { lo });
-                    self.push(self.now + delay, Ev::Open { to, from: from.ip() });
-                } else if let Some(&sender) = self.by_addr.get(&from.ip()) {
+                    let delay = Duration::from_micros(self.net.between(lo, hi));
+                    self.push(self.now + delay, Ev::Open { to, from });
+                } else {
                     // The knock listener is the daemon's: nobody listens on the SPA
                     // port while it is down, and the kernel says so.
                     let closed = SocketAddr::new(self.nodes[to].addr, port);
-                    for d in self.delays(to, sender, 64) {
-                        self.push(self.now + d, Ev::PortClosed { to: sender, closed });
-                    }
+                    self.port_closed(to, from, closed);
                 }
             }
             Ev::Open { to, from } => {
@@ -610,15 +607,20 @@ impl Sim {
             // Through the gate (or no gate) to a port nobody listens on: the kernel
             // answers port unreachable, which can be lost like any datagram.
             self.stats.datagrams_lost += 1;
-            if let Some(&sender) = self.by_addr.get(&from.ip()) {
-                for d in self.delays(to, sender, 64) {
-                    self.push(now + d, Ev::PortClosed { to: sender, closed: local });
-                }
-            }
+            self.port_closed(to, from.ip(), local);
             return;
         };
         sup.handle_datagram(now, local, from, bytes);
         self.carry_out(to);
+    }
+
+    /// Node `at` has nothing listening on `closed`: the kernel answers `from` with
+    /// port unreachable, which can be lost like any datagram.
+    fn port_closed(&mut self, at: usize, from: IpAddr, closed: SocketAddr) {
+        let Some(&sender) = self.by_addr.get(&from) else { return };
+        for d in self.delays(at, sender, 64) {
+            self.push(self.now + d, Ev::PortClosed { to: sender, closed });
+        }
     }
 
     fn lifetime(&mut self, i: usize, sa: SaId, added: Instant, hard: bool) {
@@ -690,8 +692,7 @@ impl Sim {
                 self.stats.knocks += 1;
                 let Some(&to) = self.by_addr.get(&remote.ip()) else { return };
                 for d in self.delays(i, to, 100) {
-                    let (from, port) = (SocketAddr::new(local, 0), remote.port());
-                    self.push(now + d, Ev::Knock { to, from, port });
+                    self.push(now + d, Ev::Knock { to, from: local, port: remote.port() });
                 }
             }
             Action::AddSa(sa) => match self.nodes[i].kernel.add(&sa, now) {
